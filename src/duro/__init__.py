@@ -1,0 +1,62 @@
+"""duro: durable execution for Python.
+
+Write a workflow as an ordinary ``async`` function or class (``duro.workflow``), its side
+effects as activities (``duro.activity``), run a ``Worker``, and start runs with a ``Client``.
+Runs survive crashes and restarts: history is event-sourced and replayed deterministically.
+
+Layout: ``workflow`` and ``activity`` are what user code imports; ``client`` and ``worker`` run
+things; ``runtime`` (deterministic loop, replay), ``engine`` (pure state rules) and ``store``
+(SQLite) are internal.
+"""
+
+from duro.client import Client, IdConflictPolicy, IdReusePolicy, WorkflowExecution, WorkflowHandle
+from duro.errors import (
+    ActivityError,
+    ApplicationError,
+    DuroError,
+    NonDeterminismError,
+    PayloadDecodeError,
+    PayloadEncodeError,
+    QueryError,
+    TimeoutError,
+    UnknownHandlerError,
+    UnknownWorkflowTypeError,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+)
+from duro.history import Event, EventType, RunStatus
+from duro.retry import RetryPolicy
+from duro.worker import Worker, WorkerStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityError",
+    "ApplicationError",
+    "Client",
+    "DuroError",
+    "Event",
+    "EventType",
+    "IdConflictPolicy",
+    "IdReusePolicy",
+    "NonDeterminismError",
+    "PayloadDecodeError",
+    "PayloadEncodeError",
+    "QueryError",
+    "RetryPolicy",
+    "RunStatus",
+    "TimeoutError",
+    "UnknownHandlerError",
+    "UnknownWorkflowTypeError",
+    "Worker",
+    "WorkerStatistics",
+    "WorkflowAlreadyStartedError",
+    "WorkflowClosedError",
+    "WorkflowExecution",
+    "WorkflowFailureError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "__version__",
+]

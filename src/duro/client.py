@@ -1,0 +1,302 @@
+"""The client: start workflows, and signal, query, cancel, inspect and await their runs.
+
+Example::
+
+    client = await Client.connect("sqlite:///duro.db")
+    handle = await client.start_workflow(Agent.run, "plan a trip", id="trip-42")
+    await handle.signal(Agent.approve)
+    print(await handle.result())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from duro.converter import failure_from_dict, from_payload, to_payloads
+from duro.definitions import handler_mark, workflow_definition
+from duro.engine.start import IdConflictPolicy, IdReusePolicy, StartRequest
+from duro.errors import (
+    QueryError,
+    UnknownHandlerError,
+    UnknownWorkflowTypeError,
+    WorkflowFailureError,
+)
+from duro.history import Event, RunStatus
+from duro.store import Store, open_store
+from duro.store.protocol import ExecutionInfo, PendingActivityInfo
+
+__all__ = [
+    "Client",
+    "IdConflictPolicy",
+    "IdReusePolicy",
+    "PendingActivityInfo",
+    "WorkflowExecution",
+    "WorkflowHandle",
+]
+
+DEFAULT_DB = "sqlite:///duro.db"
+
+WorkflowExecution = ExecutionInfo
+"""What ``describe()`` and ``list_workflows()`` return: ids, status, times, result/failure."""
+
+
+def _name_of(target: Any, kind: str) -> str:
+    if isinstance(target, str):
+        return target
+    mark = handler_mark(target)
+    if mark is not None and mark[0] == kind:
+        return mark[1]
+    raise TypeError(f"{target!r} is not a @workflow.{kind} method; pass the method or its name")
+
+
+class Client:
+    """A connection to a duro store, scoped to one namespace."""
+
+    def __init__(self, store: Store, *, namespace: str = "default") -> None:
+        self.store = store
+        self.namespace = namespace
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, namespace: str = "default") -> Client:
+        """Open the store at ``url`` (default: ``$DURO_DB`` or ``sqlite:///duro.db``)."""
+        return cls(
+            await open_store(url or os.environ.get("DURO_DB") or DEFAULT_DB), namespace=namespace
+        )
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- starting --------------------------------------------------------------------------------
+
+    async def start_workflow(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        task_queue: str = "default",
+        id_conflict_policy: IdConflictPolicy = IdConflictPolicy.FAIL,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE,
+        memo: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> WorkflowHandle:
+        """Start a run and return its handle (the run proceeds on a worker).
+
+        Args:
+            workflow: A ``@workflow.defn`` class, its run method, a workflow function, or a
+                workflow type name.
+            id: The workflow id; unique among running workflows of the namespace.
+            id_conflict_policy: When ``id`` is running: ``FAIL`` (default, raises
+                ``WorkflowAlreadyStartedError``), ``USE_EXISTING`` or ``TERMINATE_EXISTING``.
+            id_reuse_policy: When ``id``'s last run is closed. Default: allow a new run.
+            request_id: Retrying a start with the same request id returns the same run.
+
+        Raises:
+            PayloadEncodeError: an argument has no JSON form (nothing is stored).
+            UnknownWorkflowTypeError: workers of ``task_queue`` do not register that type.
+        """
+        defn = workflow_definition(workflow) if not isinstance(workflow, str) else None
+        if defn is None and not isinstance(workflow, str):
+            raise TypeError(f"{workflow!r} is not a workflow: decorate it with @workflow.defn")
+        workflow_type = defn.name if defn is not None else str(workflow)
+        payloads = to_payloads(args, what=f"argument of workflow {workflow_type!r}:")
+        if defn is None:
+            known = await self.store.known_workflow_types(self.namespace, task_queue)
+            if known is not None and workflow_type not in known:
+                raise UnknownWorkflowTypeError(workflow_type, known)
+        started = await self.store.start_workflow(
+            StartRequest(
+                namespace=self.namespace,
+                workflow_id=id,
+                workflow_type=workflow_type,
+                task_queue=task_queue,
+                args=payloads,
+                id_conflict_policy=IdConflictPolicy(id_conflict_policy),
+                id_reuse_policy=IdReusePolicy(id_reuse_policy),
+                memo=memo or {},
+                request_id=request_id,
+            )
+        )
+        result_type = defn.run_signature.return_hint if defn is not None else None
+        return WorkflowHandle(
+            self, id, started.run_id, result_type=result_type, workflow_type=workflow_type
+        )
+
+    async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
+        """Start a run and wait for its result (see ``start_workflow`` for the options)."""
+        handle = await self.start_workflow(workflow, *args, id=id, **options)
+        return await handle.result()
+
+    def get_workflow_handle(
+        self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
+    ) -> WorkflowHandle:
+        """A handle to an existing workflow (its current run unless ``run_id`` is given)."""
+        return WorkflowHandle(self, workflow_id, run_id, result_type=result_type)
+
+    async def list_workflows(
+        self,
+        *,
+        workflow_type: str | None = None,
+        status: RunStatus | str | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowExecution]:
+        """Runs of this namespace, newest first, optionally filtered by type, status or id."""
+        return await self.store.list_workflows(
+            self.namespace,
+            workflow_type=workflow_type,
+            status=RunStatus(status) if status else None,
+            workflow_id=workflow_id,
+            limit=limit,
+        )
+
+
+@dataclass
+class WorkflowHandle:
+    """A reference to one workflow (and, once known, one run of it)."""
+
+    client: Client
+    id: str
+    run_id: str | None = None
+    result_type: Any = None
+    workflow_type: str | None = None
+
+    @property
+    def _ns(self) -> str:
+        return self.client.namespace
+
+    async def describe(self) -> WorkflowExecution:
+        """Status, times, result or failure, pending activities (with attempts and last
+        failure) and pending timers of the run."""
+        return await self.client.store.describe(self._ns, self.id, self.run_id)
+
+    async def fetch_history(self) -> list[Event]:
+        info = await self.describe()
+        return await self.client.store.get_history(info.run_id)
+
+    async def result(self, *, timeout: timedelta | float | None = None) -> Any:
+        """Wait for the run to close and return its result, decoded by the run's return hint.
+
+        Raises:
+            WorkflowFailureError: the run failed, was canceled or terminated (``.cause``).
+            TimeoutError: ``timeout`` passed first (the run goes on).
+        """
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+        store = self.client.store
+        topic = ("closed", self._ns, self.id)
+        while True:
+            since = {topic: store.version(topic)}
+            info = await self.describe()
+            if info.status.closed:
+                return self._outcome(info)
+            wait = 1.0
+            if deadline is not None:
+                wait = min(wait, deadline - asyncio.get_running_loop().time())
+                if wait <= 0:
+                    raise TimeoutError(f"workflow {self.id!r} did not finish in {seconds} s")
+            await store.wait_for([topic], since, wait)
+
+    def _outcome(self, info: ExecutionInfo) -> Any:
+        if info.status == RunStatus.COMPLETED:
+            return from_payload(
+                info.result,
+                self.result_type if self.result_type is not None else Any,
+                what=f"result of workflow {self.id!r}",
+            )
+        cause = failure_from_dict(
+            info.failure or {"message": info.status.value, "type": info.status.value}
+        )
+        raise WorkflowFailureError(info.workflow_id, info.run_id, info.status.value, cause)
+
+    async def signal(
+        self, signal: Callable[..., Any] | str, *args: Any, request_id: str | None = None
+    ) -> None:
+        """Send a signal; it is recorded in history and delivered to the handler in order.
+
+        Raises:
+            UnknownHandlerError: the workflow type defines no such signal.
+            WorkflowClosedError: the run is closed.
+        """
+        name = _name_of(signal, "signal")
+        await self._check_handler("signal", name)
+        payloads = to_payloads(args, what=f"argument of signal {name!r}:")
+        await self.client.store.signal_workflow(
+            self._ns, self.id, self.run_id, name, payloads, request_id
+        )
+
+    async def query(
+        self,
+        query: Callable[..., Any] | str,
+        *args: Any,
+        result_type: Any = None,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Ask a running or closed run a question; answered by a worker, history untouched.
+
+        Raises:
+            UnknownHandlerError: the workflow type defines no such query.
+            QueryError: the handler raised, or no worker answered within ``timeout`` seconds.
+        """
+        name = _name_of(query, "query")
+        await self._check_handler("query", name)
+        if result_type is None and not isinstance(query, str):
+            from duro.converter import signature_of
+
+            result_type = signature_of(query, True).return_hint
+        store = self.client.store
+        payloads = to_payloads(args, what=f"argument of query {name!r}:")
+        query_id = await store.submit_query(self._ns, self.id, self.run_id, name, payloads)
+        topic = ("query_done", query_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            since = {topic: store.version(topic)}
+            outcome = await store.take_query_outcome(query_id)
+            if outcome.done:
+                if outcome.error is not None:
+                    raise QueryError(
+                        f"query {name!r} on workflow {self.id!r} failed: {outcome.error}"
+                    )
+                return from_payload(
+                    outcome.result, result_type or Any, what=f"result of query {name!r}"
+                )
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise QueryError(
+                    f"query {name!r} on workflow {self.id!r}: no worker answered in {timeout} s "
+                    "(is a worker running for its task queue?)"
+                )
+            await store.wait_for([topic], since, min(remaining, 0.5))
+
+    async def cancel(self, reason: str = "") -> None:
+        """Request cancellation: the code sees ``asyncio.CancelledError`` at its await points."""
+        await self.client.store.request_cancel(self._ns, self.id, self.run_id, reason)
+
+    async def terminate(self, reason: str = "") -> None:
+        """Close the run at once, without running any more of its code."""
+        await self.client.store.terminate(self._ns, self.id, self.run_id, reason)
+
+    async def _check_handler(self, kind: str, name: str) -> None:
+        wtype = self.workflow_type
+        if wtype is None:
+            info = await self.describe()
+            wtype = self.workflow_type = info.workflow_type
+        handlers = await self.client.store.workflow_type_handlers(self._ns, wtype)
+        key = {"signal": "signals", "query": "queries"}[kind]
+        if handlers is not None and name not in handlers.get(key, []):
+            raise UnknownHandlerError(kind, name, wtype, handlers.get(key, []))
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,191 @@
+"""Commands: what workflow code decides during a workflow task.
+
+The runtime collects them; the engine turns each into its command event. Commands are
+imperatives (``ScheduleActivity``); the events they become are facts (``ActivityTaskScheduled``).
+``key()`` is what replay compares with the recorded event: kind, sequence number and name, not
+arguments, so that a change of argument values alone is not reported as non-determinism.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from duro.converter import dumps
+from duro.history import Event, EventType
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleActivity:
+    seq: int
+    activity_type: str
+    args: list[Any]
+    task_queue: str
+    start_to_close_timeout: float
+    retry_policy: dict[str, Any]
+    schedule_to_close_timeout: float | None = None
+    heartbeat_timeout: float | None = None
+
+    event_type = EventType.ACTIVITY_TASK_SCHEDULED
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "activity_type": self.activity_type,
+            "args": self.args,
+            "task_queue": self.task_queue,
+            "start_to_close_timeout": self.start_to_close_timeout,
+            "schedule_to_close_timeout": self.schedule_to_close_timeout,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "retry_policy": self.retry_policy,
+        }
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq, self.activity_type)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancelActivity:
+    seq: int
+
+    event_type = EventType.ACTIVITY_TASK_CANCEL_REQUESTED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"seq": self.seq}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    seq: int
+    duration: float
+    """Seconds from the workflow time of the task that starts the timer."""
+
+    event_type = EventType.TIMER_STARTED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"seq": self.seq, "duration": self.duration}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    seq: int
+
+    event_type = EventType.TIMER_CANCELED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"seq": self.seq}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMarker:
+    name: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    event_type = EventType.MARKER_RECORDED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"name": self.name, "details": self.details}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteWorkflow:
+    result: Any
+
+    event_type = EventType.WORKFLOW_EXECUTION_COMPLETED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"result": self.result}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type,)
+
+
+@dataclass(frozen=True, slots=True)
+class FailWorkflow:
+    failure: dict[str, Any]
+
+    event_type = EventType.WORKFLOW_EXECUTION_FAILED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"failure": self.failure}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type,)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWorkflow:
+    event_type = EventType.WORKFLOW_EXECUTION_CANCELED
+
+    def attrs(self) -> dict[str, Any]:
+        return {}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type,)
+
+
+Command = (
+    ScheduleActivity
+    | RequestCancelActivity
+    | StartTimer
+    | CancelTimer
+    | RecordMarker
+    | CompleteWorkflow
+    | FailWorkflow
+    | CancelWorkflow
+)
+
+_KEY_ATTRS: dict[EventType, tuple[str, ...]] = {
+    EventType.ACTIVITY_TASK_SCHEDULED: ("seq", "activity_type"),
+    EventType.ACTIVITY_TASK_CANCEL_REQUESTED: ("seq",),
+    EventType.TIMER_STARTED: ("seq",),
+    EventType.TIMER_CANCELED: ("seq",),
+    EventType.MARKER_RECORDED: ("name",),
+}
+
+
+def event_key(event: Event) -> tuple[Any, ...]:
+    """The replay key of a recorded command event, comparable with ``Command.key()``."""
+    return (event.type, *(event.attrs.get(a) for a in _KEY_ATTRS.get(event.type, ())))
+
+
+def describe_command(command: Command) -> str:
+    """A short human form for error messages: ``ScheduleActivity(seq=2, 'call_model')``."""
+    return _describe(command.event_type, command.attrs())
+
+
+def describe_event(event: Event) -> str:
+    return _describe(event.type, event.attrs)
+
+
+_COMMAND_NAMES = {
+    EventType.ACTIVITY_TASK_SCHEDULED: "ScheduleActivity",
+    EventType.ACTIVITY_TASK_CANCEL_REQUESTED: "RequestCancelActivity",
+    EventType.TIMER_STARTED: "StartTimer",
+    EventType.TIMER_CANCELED: "CancelTimer",
+    EventType.MARKER_RECORDED: "RecordMarker",
+    EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",
+    EventType.WORKFLOW_EXECUTION_FAILED: "FailWorkflow",
+    EventType.WORKFLOW_EXECUTION_CANCELED: "CancelWorkflow",
+}
+
+
+def _describe(kind: EventType, attrs: dict[str, Any]) -> str:
+    parts = [f"{a}={attrs[a]!r}" for a in _KEY_ATTRS.get(kind, ()) if a in attrs]
+    if kind == EventType.ACTIVITY_TASK_SCHEDULED:
+        digest = hashlib.sha256(dumps(attrs.get("args")).encode()).hexdigest()[:12]
+        parts.append(f"args_digest={digest}")
+    return f"{_COMMAND_NAMES.get(kind, kind.value)}({', '.join(parts)})"

@@ -1,0 +1,99 @@
+"""Activity outcomes: completion, failure (retry or give up), timeout and lost workers.
+
+At-least-once execution, exactly-once recording: only the final outcome is appended, with the
+attempt count; a retry re-enqueues the task with a backoff and keeps the last failure on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from duro.engine.model import ActivityRetry, ActivityTaskRecord, RunRecord, Transition
+from duro.history import EventType, NewEvent, RunStatus
+from duro.retry import RetryPolicy
+
+
+def complete_activity(
+    run: RunRecord, task: ActivityTaskRecord, result: Any, now: float
+) -> Transition:
+    t = Transition(delete_activities=[task.seq])
+    if run.status == RunStatus.RUNNING:
+        t.add_input(
+            run,
+            NewEvent(
+                EventType.ACTIVITY_TASK_COMPLETED,
+                {"seq": task.seq, "result": result, "attempt": task.attempt},
+            ),
+        )
+    return t
+
+
+def fail_activity(
+    run: RunRecord,
+    task: ActivityTaskRecord,
+    failure: dict[str, Any],
+    now: float,
+    *,
+    timed_out: bool = False,
+) -> Transition:
+    """Retry the activity per its policy, or record its final failure.
+
+    The schedule-to-close timeout bounds all attempts: a retry that would start after it is not
+    made, and the activity times out instead.
+    """
+    if run.status != RunStatus.RUNNING:
+        return Transition(delete_activities=[task.seq])
+    policy = RetryPolicy.from_dict(task.retry_policy)
+    delay = policy.next_delay(
+        task.attempt,
+        error_type=str(failure.get("type", "")),
+        non_retryable=bool(failure.get("non_retryable", False)),
+        next_retry_delay=failure.get("next_retry_delay"),
+    )
+    deadline = (
+        task.scheduled_time + task.schedule_to_close_timeout
+        if task.schedule_to_close_timeout
+        else None
+    )
+    if delay is not None and (deadline is None or now + delay < deadline):
+        return Transition(
+            retry_activity=ActivityRetry(
+                task_id=task.task_id,
+                attempt=task.attempt + 1,
+                visible_at=now + delay,
+                last_failure=failure,
+            )
+        )
+    kind = EventType.ACTIVITY_TASK_TIMED_OUT if timed_out else EventType.ACTIVITY_TASK_FAILED
+    if delay is not None and deadline is not None:
+        # Retries remained but the schedule-to-close budget is spent.
+        kind = EventType.ACTIVITY_TASK_TIMED_OUT
+        failure = {
+            "type": "TimeoutError",
+            "timeout_kind": "schedule_to_close",
+            "message": "activity schedule_to_close timeout",
+            "cause": failure,
+        }
+    t = Transition(delete_activities=[task.seq])
+    t.add_input(run, NewEvent(kind, {"seq": task.seq, "failure": failure, "attempt": task.attempt}))
+    return t
+
+
+def timeout_failure(kind: str) -> dict[str, Any]:
+    """The failure recorded when an attempt outlives one of its timeouts."""
+    return {"type": "TimeoutError", "timeout_kind": kind, "message": f"activity {kind} timeout"}
+
+
+def expire_activity(run: RunRecord, task: ActivityTaskRecord, now: float) -> Transition:
+    """The attempt's lease ran out (``start_to_close_timeout``): a failed, retryable attempt."""
+    return fail_activity(run, task, timeout_failure("start_to_close"), now, timed_out=True)
+
+
+def worker_lost(run: RunRecord, task: ActivityTaskRecord, now: float) -> Transition:
+    """The worker running the attempt stopped heartbeating: retry at once, counting the attempt."""
+    failure = {
+        "type": "WorkerLostError",
+        "message": "the worker running this attempt stopped (no liveness heartbeat)",
+        "next_retry_delay": 0.0,
+    }
+    return fail_activity(run, task, failure, now, timed_out=True)

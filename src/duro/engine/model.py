@@ -1,0 +1,123 @@
+"""What the engine reads (records of a run and its tasks) and what it decides (a Transition).
+
+The store loads records inside its transaction, calls one engine rule with the store clock's
+``now``, and persists the returned ``Transition`` in the same transaction. Rules never do I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from duro.history import NewEvent, RunStatus
+
+
+class WorkflowTaskState(enum.IntEnum):
+    IDLE = 0
+    """No workflow task exists: the run waits for an input event."""
+    SCHEDULED = 1
+    """A workflow task waits for a worker; new input events are appended to history."""
+    STARTED = 2
+    """A worker holds the task; new input events are buffered until it completes."""
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The parts of an execution row the rules need."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: RunStatus
+    next_event_id: int
+    wt_state: WorkflowTaskState
+    wt_attempt: int = 1
+
+
+@dataclass(slots=True)
+class ActivityTaskRecord:
+    """A pending activity: scheduled, maybe leased by a worker, maybe between retries."""
+
+    task_id: int
+    run_id: str
+    seq: int
+    activity_type: str
+    attempt: int
+    retry_policy: dict[str, Any]
+    scheduled_time: float
+    start_to_close_timeout: float
+    schedule_to_close_timeout: float | None = None
+    lease_id: str | None = None
+
+
+@dataclass(slots=True)
+class ActivitySpec:
+    """An activity task to create (from a ``ScheduleActivity`` command)."""
+
+    seq: int
+    activity_type: str
+    task_queue: str
+    args: list[Any]
+    start_to_close_timeout: float
+    schedule_to_close_timeout: float | None
+    heartbeat_timeout: float | None
+    retry_policy: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ActivityRetry:
+    """Re-enqueue an activity task for its next attempt; appends no history."""
+
+    task_id: int
+    attempt: int
+    visible_at: float
+    last_failure: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Transition:
+    """Everything one state change does to a run, applied by the store in one transaction."""
+
+    append: list[NewEvent] = field(default_factory=list)
+    """Events appended to history, numbered from the run's ``next_event_id``."""
+    buffer: list[NewEvent] = field(default_factory=list)
+    """Input events held back while a workflow task is in flight."""
+    flush_buffer: bool = False
+    """Append the run's buffered events after ``append`` (they arrived during the task)."""
+    append_after: list[NewEvent] = field(default_factory=list)
+    """Events appended after the flushed buffer (a terminate closes after what arrived)."""
+    wt_state: WorkflowTaskState | None = None
+    """New workflow-task state; SCHEDULED creates the task row if missing, IDLE deletes it."""
+    wt_visible_at: float | None = None
+    wt_attempt: int | None = None
+    wt_failure: dict[str, Any] | None = None
+    close: RunStatus | None = None
+    """Closing status: deletes every task and timer of the run."""
+    result: Any = None
+    failure: dict[str, Any] | None = None
+    schedule_activities: list[ActivitySpec] = field(default_factory=list)
+    delete_activities: list[int] = field(default_factory=list)
+    """Activity seqs whose task rows go away (final outcome recorded, or canceled)."""
+    retry_activity: ActivityRetry | None = None
+    start_timers: list[tuple[int, float]] = field(default_factory=list)
+    """``(seq, fire_at)`` rows to create."""
+    cancel_timers: list[int] = field(default_factory=list)
+    delete_timer: int | None = None
+    """The fired timer's seq."""
+    rejected: str | None = None
+    """Set when the request was refused; nothing but ``flush_buffer``/``wt_state`` applies."""
+
+    def add_input(self, run: RunRecord, event: NewEvent) -> None:
+        """Record an input event: buffered while a workflow task is in flight, else appended.
+
+        Appending schedules a workflow task (if none is scheduled) so the code sees the event.
+        """
+        if run.wt_state == WorkflowTaskState.STARTED:
+            self.buffer.append(event)
+        else:
+            self.append.append(event)
+            if run.wt_state == WorkflowTaskState.IDLE:
+                self.wt_state = WorkflowTaskState.SCHEDULED

@@ -1,0 +1,418 @@
+"""One workflow run in memory: its object, pending work, and the commands of an activation.
+
+An *activation* applies a batch of input events (``_apply_<EventType>``), runs the loop until
+every coroutine is blocked, and returns the commands the code produced. The worker keeps
+instances in a cache between tasks, so a cache hit applies only the new events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from duro import commands as cmd
+from duro.converter import (
+    failure_from_dict,
+    failure_to_dict,
+    from_payload,
+    to_payload,
+    to_payloads,
+)
+from duro.definitions import DEFAULT_START_TO_CLOSE, WorkflowDefinition, activity_definition
+from duro.errors import ActivityError, NonDeterminismError, PayloadError, UnknownHandlerError
+from duro.history import Event
+from duro.retry import RetryPolicy
+from duro.runtime import context
+from duro.runtime.loop import DurableTimerHandle, WorkflowEventLoop
+
+logger = logging.getLogger("duro.workflow")
+
+
+def seconds(value: timedelta | float | None) -> float | None:
+    """A duration given as a timedelta or as seconds, in seconds."""
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What ``workflow.info()`` returns."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    start_time: datetime
+
+
+@dataclass
+class _PendingActivity:
+    future: asyncio.Future[Any]
+    activity_type: str
+    return_hint: Any
+
+
+class WorkflowTaskFailure(Exception):
+    """Workflow code broke a rule that should fail the task (retried), not the run."""
+
+
+class WorkflowInstance:
+    """See the module docstring."""
+
+    def __init__(self, defn: WorkflowDefinition, info: WorkflowInfo) -> None:
+        self.defn = defn
+        self.info = info
+        self.loop = WorkflowEventLoop(self)
+        self.workflow_time = info.start_time.timestamp()
+        self.replaying = False
+        self.last_event_id = 0
+        self.closed = False
+        self.random = random.Random(int(info.run_id.replace("-", "")[:16], 16))
+        self.obj: Any = defn.cls() if defn.cls is not None else None
+        self.commands: list[cmd.Command] = []
+        self.task_error: BaseException | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._activity_seq = 0
+        self._timer_seq = 0
+        self._activities: dict[int, _PendingActivity] = {}
+        self._timers: dict[int, DurableTimerHandle] = {}
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
+        self._unhandled_signals: list[tuple[str, list[Any]]] = []
+        self.history_length = 0
+
+    # -- activation ------------------------------------------------------------------------------
+
+    def activate(
+        self, events: list[Event], workflow_time: float, *, replaying: bool
+    ) -> list[cmd.Command]:
+        """Apply ``events``, run the code until it blocks, return the commands it produced.
+
+        Raises ``WorkflowTaskFailure`` / ``NonDeterminismError`` when the task must fail.
+        """
+        self.commands = []
+        self.task_error = None
+        self.workflow_time = max(self.workflow_time, workflow_time)
+        self.replaying = replaying
+        previous = context.set_current(self)
+        previous_loop = asyncio._get_running_loop()
+        asyncio.events._set_running_loop(self.loop)
+        try:
+            for event in events:
+                self.history_length = max(self.history_length, event.event_id)
+                self._apply(event)
+            self._run_until_blocked()
+        finally:
+            asyncio.events._set_running_loop(previous_loop)
+            context.set_current(previous)
+        if self.task_error is not None:
+            raise self.task_error
+        return self.commands
+
+    def _run_until_blocked(self) -> None:
+        loop = self.loop
+        while True:
+            loop.run_ready()
+            if self.closed:
+                return
+            progressed = False
+            for fn, fut in list(self._conditions):
+                if fut.done():
+                    continue
+                try:
+                    ok = fn()
+                except BaseException as e:  # a broken condition fails like the code that awaits it
+                    fut.set_exception(e)
+                    progressed = True
+                    continue
+                if ok:
+                    fut.set_result(True)
+                    progressed = True
+            if not progressed and not loop.has_ready():
+                return
+
+    def add_command(self, command: cmd.Command) -> None:
+        if not self.closed:
+            self.commands.append(command)
+
+    # -- applying events -------------------------------------------------------------------------
+
+    def _apply(self, event: Event) -> None:
+        handler = getattr(self, f"_apply_{event.type.value}", None)
+        if handler is None:
+            raise NonDeterminismError(
+                event.event_id, f"{event.type.value} (not an input event)", None
+            )
+        handler(event)
+
+    def _apply_WorkflowExecutionStarted(self, event: Event) -> None:
+        args = event.attrs.get("args", [])
+        self._main = self.loop.create_task(self._run_main(args), name="workflow main")
+        self._main.add_done_callback(self._on_main_done)
+
+    def _apply_ActivityTaskCompleted(self, event: Event) -> None:
+        pending = self._activities.pop(event.attrs["seq"], None)
+        if pending is None or pending.future.done():
+            return  # canceled by the code before the result arrived
+        try:
+            value = from_payload(
+                event.attrs.get("result"),
+                pending.return_hint,
+                what=f"result of activity {pending.activity_type!r}",
+            )
+        except PayloadError as e:
+            pending.future.set_exception(e)
+        else:
+            pending.future.set_result(value)
+
+    def _resolve_activity_failure(self, event: Event) -> None:
+        seq = event.attrs["seq"]
+        pending = self._activities.pop(seq, None)
+        if pending is None or pending.future.done():
+            return
+        cause = failure_from_dict(event.attrs.get("failure") or {})
+        pending.future.set_exception(
+            ActivityError(
+                pending.activity_type, str(seq), int(event.attrs.get("attempt", 1)), cause
+            )
+        )
+
+    _apply_ActivityTaskFailed = _resolve_activity_failure
+    _apply_ActivityTaskTimedOut = _resolve_activity_failure
+
+    def _apply_ActivityTaskCanceled(self, event: Event) -> None:
+        pending = self._activities.pop(event.attrs["seq"], None)
+        if pending is not None and not pending.future.done():
+            pending.future.cancel()
+
+    def _apply_TimerFired(self, event: Event) -> None:
+        handle = self._timers.pop(event.attrs["seq"], None)
+        if handle is not None:
+            self.loop.fire_timer(handle)
+
+    def _apply_WorkflowExecutionSignaled(self, event: Event) -> None:
+        name, args = event.attrs["name"], event.attrs.get("args", [])
+        if name not in self.defn.signals:
+            # Kept until a handler exists; a class can't add handlers later, so this is logged.
+            self._unhandled_signals.append((name, args))
+            if not self.replaying:
+                logger.warning(
+                    "workflow %s (%s) has no signal handler %r; signal dropped",
+                    self.info.workflow_id,
+                    self.defn.name,
+                    name,
+                )
+            return
+        handler = self.defn.signals[name]
+        try:
+            decoded = handler.signature.decode_args(args)
+        except PayloadError as e:
+            if not self.replaying:
+                logger.warning("signal %r to %s not delivered: %s", name, self.info.workflow_id, e)
+            return
+        bound: Any = handler.fn.__get__(self.obj) if self.obj is not None else handler.fn
+        if handler.is_async:
+            task = self.loop.create_task(bound(*decoded), name=f"signal {name}")
+            task.add_done_callback(self._on_handler_done)
+        else:
+            self.loop.call_soon(self._run_sync_handler, bound, decoded)
+
+    def _apply_WorkflowExecutionCancelRequested(self, event: Event) -> None:
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+
+    def _apply_WorkflowExecutionTerminated(self, event: Event) -> None:
+        self.closed = True
+
+    # -- main coroutine and handlers -------------------------------------------------------------
+
+    async def _run_main(self, args: list[Any]) -> Any:
+        decoded = self.defn.run_signature.decode_args(args)
+        if self.obj is not None:
+            return await self.defn.run_fn(self.obj, *decoded)
+        return await self.defn.run_fn(*decoded)
+
+    def _on_main_done(self, task: asyncio.Task[Any]) -> None:
+        if self.task_error is not None:
+            return
+        if task.cancelled():
+            self.add_command(cmd.CancelWorkflow())
+            self.closed = True
+            return
+        exc = task.exception()
+        if exc is not None:
+            if isinstance(exc, NonDeterminismError | WorkflowTaskFailure):
+                self.task_error = exc
+                return
+            self.add_command(cmd.FailWorkflow(failure_to_dict(exc)))
+            self.closed = True
+            return
+        try:
+            result = to_payload(task.result(), what=f"result of workflow {self.defn.name!r}")
+        except PayloadError as e:
+            self.add_command(cmd.FailWorkflow(failure_to_dict(e)))
+        else:
+            self.add_command(cmd.CompleteWorkflow(result))
+        self.closed = True
+
+    def _run_sync_handler(self, fn: Callable[..., Any], args: list[Any]) -> None:
+        try:
+            fn(*args)
+        except BaseException as e:
+            self._fail_from_handler(e)
+
+    def _on_handler_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            assert exc is not None
+            self._fail_from_handler(exc)
+
+    def _fail_from_handler(self, exc: BaseException) -> None:
+        """A signal handler raised: the run fails, as if its main code had raised."""
+        if isinstance(exc, NonDeterminismError | WorkflowTaskFailure):
+            self.task_error = exc
+            return
+        if self.closed:
+            return
+        self.add_command(cmd.FailWorkflow(failure_to_dict(exc)))
+        self.closed = True
+        if self._main is not None and not self._main.done():
+            self._main.remove_done_callback(self._on_main_done)
+            self._main.cancel()
+
+    def query(self, name: str, args: list[Any]) -> Any:
+        """Run a query handler against the current state; returns the JSON payload."""
+        handler = self.defn.queries.get(name)
+        if handler is None:
+            raise UnknownHandlerError("query", name, self.defn.name, list(self.defn.queries))
+        decoded = handler.signature.decode_args(args)
+        bound: Any = handler.fn.__get__(self.obj) if self.obj is not None else handler.fn
+        previous = context.set_current(self)
+        try:
+            return to_payload(bound(*decoded), what=f"result of query {name!r}")
+        finally:
+            context.set_current(previous)
+
+    # -- what workflow code calls (through duro.workflow) ----------------------------------------
+
+    def start_activity(
+        self,
+        activity: Any,
+        args: tuple[Any, ...],
+        *,
+        task_queue: str | None = None,
+        start_to_close_timeout: timedelta | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
+        retry_policy: RetryPolicy | None = None,
+        result_type: Any = None,
+    ) -> asyncio.Future[Any]:
+        """Resolve options (call, then ``@activity.defn``, then defaults) and schedule it."""
+        adefn = activity_definition(activity) if not isinstance(activity, str) else None
+        if isinstance(activity, str):
+            activity_type, return_hint = activity, result_type
+        elif adefn is not None:
+            activity_type = adefn.name
+            return_hint = result_type if result_type is not None else adefn.signature.return_hint
+        else:
+            raise TypeError(
+                f"{activity!r} is not an activity: decorate it with @activity.defn or pass its name"
+            )
+        s2c = start_to_close_timeout or (adefn.start_to_close_timeout if adefn else None)
+        s2c = s2c or DEFAULT_START_TO_CLOSE
+        policy = retry_policy or (adefn.retry_policy if adefn else None) or RetryPolicy()
+        return self.schedule_activity(
+            activity_type,
+            args,
+            task_queue=task_queue or (adefn.task_queue if adefn else None),
+            start_to_close_timeout=s2c.total_seconds(),
+            schedule_to_close_timeout=seconds(
+                schedule_to_close_timeout or (adefn.schedule_to_close_timeout if adefn else None)
+            ),
+            heartbeat_timeout=seconds(
+                heartbeat_timeout or (adefn.heartbeat_timeout if adefn else None)
+            ),
+            retry_policy=policy.to_dict(),
+            return_hint=return_hint if return_hint is not None else Any,
+        )
+
+    def schedule_activity(
+        self,
+        activity_type: str,
+        args: tuple[Any, ...],
+        *,
+        task_queue: str | None,
+        start_to_close_timeout: float,
+        schedule_to_close_timeout: float | None,
+        heartbeat_timeout: float | None,
+        retry_policy: dict[str, Any],
+        return_hint: Any,
+    ) -> asyncio.Future[Any]:
+        self._activity_seq += 1
+        seq = self._activity_seq
+        payloads = to_payloads(args, what=f"argument of activity {activity_type!r}:")
+        self.add_command(
+            cmd.ScheduleActivity(
+                seq=seq,
+                activity_type=activity_type,
+                args=payloads,
+                task_queue=task_queue or self.info.task_queue,
+                start_to_close_timeout=start_to_close_timeout,
+                schedule_to_close_timeout=schedule_to_close_timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                retry_policy=retry_policy,
+            )
+        )
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._activities[seq] = _PendingActivity(fut, activity_type, return_hint)
+
+        def on_done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() and self._activities.pop(seq, None) is not None:
+                self.add_command(cmd.RequestCancelActivity(seq))
+
+        fut.add_done_callback(on_done)
+        return fut
+
+    def _start_timer(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context_: contextvars.Context | None,
+    ) -> DurableTimerHandle:
+        self._timer_seq += 1
+        seq = self._timer_seq
+        handle = DurableTimerHandle(
+            seq, self.workflow_time + delay, callback, args, self.loop, context_
+        )
+        self._timers[seq] = handle
+        self.add_command(cmd.StartTimer(seq, delay))
+        return handle
+
+    def _cancel_timer(self, handle: DurableTimerHandle) -> None:
+        if self._timers.pop(handle.seq, None) is not None:
+            self.add_command(cmd.CancelTimer(handle.seq))
+
+    def wait_condition(self, fn: Callable[[], bool]) -> asyncio.Future[bool]:
+        fut: asyncio.Future[bool] = self.loop.create_future()
+        entry = (fn, fut)
+        self._conditions.append(entry)
+        fut.add_done_callback(lambda _: self._conditions.remove(entry))
+        return fut
+
+    def record_marker(self, name: str, details: dict[str, Any]) -> None:
+        self.add_command(cmd.RecordMarker(name, details))
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.workflow_time, UTC)
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self.random.getrandbits(128), version=4)

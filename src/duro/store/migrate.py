@@ -1,0 +1,77 @@
+"""Versioned schema migrations: numbered SQL files under ``migrations/<dialect>/``.
+
+A database records each applied version in ``schema_migrations``. Opening a store applies the
+missing ones in order, inside one transaction; a database whose newest version is unknown to this
+code is refused (``SchemaError``) rather than written to by an older worker.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+from duro.errors import SchemaError
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """The migrations shipped for ``dialect`` (``sqlite``), in version order."""
+    folder = resources.files("duro.store") / "migrations" / dialect
+    found = []
+    for entry in folder.iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text()))
+    found.sort(key=lambda mig: mig.version)
+    for i, mig in enumerate(found, start=1):
+        if mig.version != i:
+            raise SchemaError(f"migrations for {dialect} skip version {i}")
+    return found
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> int:
+    """Bring the database up to date; returns its schema version."""
+    known = migrations("sqlite")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+        ).fetchone()[0]
+        if current > len(known):
+            raise SchemaError(
+                f"database schema version {current} is newer than this duro knows "
+                f"({len(known)}); upgrade duro before running it against this database"
+            )
+        for mig in known[current:]:
+            for statement in _statements(mig.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (mig.version, mig.name, time.time()),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(known)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (our files keep ';' out of strings and comments)."""
+    lines = [line.split("--", 1)[0] for line in sql.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

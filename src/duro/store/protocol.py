@@ -1,0 +1,287 @@
+"""The store contract: what the worker, client and CLI need from a database.
+
+Every method that changes state does it in one transaction, deciding with an ``engine`` rule
+and guarding the run with an optimistic check on ``next_event_id``. Times are the store's clock
+(``now()``), never the caller's, so workers with skewed clocks cannot fire timers early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from duro.commands import Command
+from duro.engine.start import StartRequest
+from duro.history import Event, RunStatus
+
+
+@dataclass(slots=True)
+class WorkflowTaskLease:
+    """A workflow task handed to one worker; ``lease_id`` fences its completion."""
+
+    task_id: int
+    lease_id: str
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    attempt: int
+    started_time: float
+    """Store time when the task was handed out; the workflow code's ``now()``."""
+    next_event_id: int
+    history: list[Event]
+    """Events after the ``after_event_id`` the worker asked for (all when it has no cache)."""
+    history_after: int
+    """The event id ``history`` starts after (0 = the full history)."""
+
+
+@dataclass(slots=True)
+class ActivityTaskLease:
+    """An activity attempt handed to one worker; ``lease_id`` fences its outcome."""
+
+    task_id: int
+    lease_id: str
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    seq: int
+    activity_type: str
+    task_queue: str
+    args: list[Any]
+    attempt: int
+    scheduled_time: float
+    started_time: float
+    start_to_close_timeout: float
+    heartbeat_timeout: float | None
+    heartbeat_details: Any
+    retry_policy: dict[str, Any]
+
+
+@dataclass(slots=True)
+class WorkflowTaskCompletion:
+    commands: Sequence[Command]
+    workflow_time: float
+    identity: str = ""
+    build_id: str = ""
+    eager_activity_queue: str | None = None
+    """Claim up to ``eager_activities`` of the scheduled activities on this queue at once."""
+    eager_activities: int = 0
+    worker_id: str = ""
+
+
+@dataclass(slots=True)
+class CompletionResult:
+    accepted: bool
+    reason: str = ""
+    last_event_id: int = 0
+    """Id of the last command event written: what the worker's cached run has seen."""
+    activity_leases: list[ActivityTaskLease] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StartResult:
+    run_id: str
+    started: bool
+    """False when an existing run was returned (``use_existing`` or a repeated request id)."""
+
+
+@dataclass(slots=True)
+class PendingActivityInfo:
+    seq: int
+    activity_type: str
+    attempt: int
+    state: str
+    """``scheduled`` (waiting or backing off before a retry) or ``started``."""
+    scheduled_time: float
+    next_attempt_time: float | None
+    last_failure: dict[str, Any] | None
+    heartbeat_details: Any
+    worker: str | None
+
+
+@dataclass(slots=True)
+class ExecutionInfo:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: RunStatus
+    start_time: float
+    close_time: float | None
+    history_length: int
+    args: list[Any] | None = None
+    result: Any = None
+    failure: dict[str, Any] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    workflow_task_attempt: int = 1
+    workflow_task_failure: dict[str, Any] | None = None
+    pending_activities: list[PendingActivityInfo] = field(default_factory=list)
+    pending_timers: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class QueryTask:
+    query_id: int
+    lease_id: str
+    run_id: str
+    workflow_type: str
+    name: str
+    args: list[Any]
+
+
+@dataclass(slots=True)
+class QueryOutcome:
+    done: bool
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ReapResult:
+    dead_workers: list[str] = field(default_factory=list)
+    released_workflow_tasks: int = 0
+    released_activities: int = 0
+
+
+class Store(Protocol):
+    """The persistence boundary. Implementations: ``duro.store.sqlite.SQLiteStore``."""
+
+    url: str
+
+    def now(self) -> float: ...
+
+    async def close(self) -> None: ...
+
+    # -- change notification ---------------------------------------------------------------------
+    def version(self, topic: Hashable) -> int: ...
+
+    async def wait_for(
+        self, topics: Iterable[Hashable], since: dict[Hashable, int], timeout: float
+    ) -> None: ...
+
+    # -- starting and external requests ----------------------------------------------------------
+    async def start_workflow(self, req: StartRequest) -> StartResult: ...
+
+    async def signal_workflow(
+        self,
+        namespace: str,
+        workflow_id: str,
+        run_id: str | None,
+        name: str,
+        args: list[Any],
+        request_id: str | None = None,
+    ) -> None: ...
+
+    async def request_cancel(
+        self, namespace: str, workflow_id: str, run_id: str | None, reason: str
+    ) -> None: ...
+
+    async def terminate(
+        self, namespace: str, workflow_id: str, run_id: str | None, reason: str
+    ) -> None: ...
+
+    # -- workflow tasks --------------------------------------------------------------------------
+    async def poll_workflow_tasks(
+        self,
+        namespace: str,
+        task_queue: str,
+        worker_id: str,
+        max_tasks: int,
+        cached_upto: Callable[[str], int] | None = None,
+    ) -> list[WorkflowTaskLease]: ...
+
+    async def get_history(self, run_id: str, after_event_id: int = 0) -> list[Event]: ...
+
+    async def complete_workflow_task(
+        self, lease: WorkflowTaskLease, completion: WorkflowTaskCompletion
+    ) -> CompletionResult: ...
+
+    async def fail_workflow_task(
+        self, lease: WorkflowTaskLease, failure: dict[str, Any]
+    ) -> None: ...
+
+    # -- activity tasks --------------------------------------------------------------------------
+    async def poll_activity_tasks(
+        self, namespace: str, task_queue: str, worker_id: str, max_tasks: int
+    ) -> list[ActivityTaskLease]: ...
+
+    async def complete_activity_task(
+        self,
+        lease: ActivityTaskLease,
+        result: Any,
+        *,
+        eager_worker_id: str | None = None,
+        cached_upto: Callable[[str], int] | None = None,
+    ) -> WorkflowTaskLease | None: ...
+
+    async def fail_activity_task(
+        self,
+        lease: ActivityTaskLease,
+        failure: dict[str, Any],
+        *,
+        eager_worker_id: str | None = None,
+        cached_upto: Callable[[str], int] | None = None,
+    ) -> WorkflowTaskLease | None: ...
+
+    async def heartbeat_activity_task(self, lease: ActivityTaskLease, details: Any) -> bool: ...
+
+    # -- timers ----------------------------------------------------------------------------------
+    async def fire_due_timers(self, limit: int = 256) -> int: ...
+
+    async def next_timer_time(self) -> float | None: ...
+
+    # -- queries ---------------------------------------------------------------------------------
+    async def submit_query(
+        self, namespace: str, workflow_id: str, run_id: str | None, name: str, args: list[Any]
+    ) -> int: ...
+
+    async def poll_queries(
+        self, namespace: str, task_queue: str, worker_id: str, max_tasks: int
+    ) -> list[QueryTask]: ...
+
+    async def answer_query(
+        self, query_id: int, lease_id: str, result: Any, error: str | None
+    ) -> None: ...
+
+    async def take_query_outcome(self, query_id: int) -> QueryOutcome: ...
+
+    # -- workers ---------------------------------------------------------------------------------
+    async def register_worker(
+        self,
+        worker_id: str,
+        namespace: str,
+        task_queue: str,
+        identity: str,
+        workflow_types: dict[str, dict[str, list[str]]],
+    ) -> None: ...
+
+    async def heartbeat_worker(self, worker_id: str) -> None: ...
+
+    async def unregister_worker(self, worker_id: str) -> None: ...
+
+    async def reap(self, liveness_timeout: float) -> ReapResult: ...
+
+    async def workflow_type_handlers(
+        self, namespace: str, workflow_type: str
+    ) -> dict[str, list[str]] | None: ...
+
+    async def known_workflow_types(self, namespace: str, task_queue: str) -> list[str] | None: ...
+
+    # -- visibility ------------------------------------------------------------------------------
+    async def describe(
+        self, namespace: str, workflow_id: str, run_id: str | None = None
+    ) -> ExecutionInfo: ...
+
+    async def list_workflows(
+        self,
+        namespace: str,
+        *,
+        workflow_type: str | None = None,
+        status: RunStatus | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ExecutionInfo]: ...

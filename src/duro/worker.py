@@ -1,0 +1,712 @@
+"""The worker: polls a task queue and runs workflow tasks, activities, timers and queries.
+
+One process may run several workers; several processes (or machines, on PostgreSQL) may serve
+one queue. Each worker:
+
+- polls workflow tasks and advances runs, keeping running instances in an LRU cache so a cache
+  hit applies only new events (a miss replays the history);
+- polls activity tasks and runs them (async ones on the loop, sync ones in a thread pool), each
+  attempt fenced by its lease so a stale result is rejected;
+- fires due timers, answers queries;
+- heartbeats its liveness, and releases the leases of workers whose heartbeat went stale, so a
+  killed worker's runs and activities move to another within seconds.
+
+Two hand-offs skip a poll: completing a workflow task claims the activities it scheduled on this
+queue, and completing an activity claims the next workflow task of a run this worker has cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from duro import activity as activity_api
+from duro.converter import failure_to_dict, to_payload
+from duro.definitions import (
+    ActivityDefinition,
+    WorkflowDefinition,
+    activity_definition,
+    workflow_definition,
+)
+from duro.errors import (
+    ApplicationError,
+    LeaseLostError,
+    PayloadError,
+    StoreError,
+    UnknownWorkflowTypeError,
+)
+from duro.errors import (
+    TimeoutError as ActivityTimeoutError,
+)
+from duro.history import EventType
+from duro.runtime.instance import WorkflowInstance
+from duro.runtime.replay import advance, new_instance, replay
+from duro.store.protocol import (
+    ActivityTaskLease,
+    QueryTask,
+    Store,
+    WorkflowTaskCompletion,
+    WorkflowTaskLease,
+)
+
+if TYPE_CHECKING:
+    from duro.client import Client
+
+__all__ = ["Worker", "WorkerStatistics"]
+
+logger = logging.getLogger("duro.worker")
+
+
+@dataclass(frozen=True)
+class WorkerStatistics:
+    """A snapshot of a worker's load, from ``Worker.statistics()``."""
+
+    workflow_tasks_in_flight: int
+    activities_in_flight: int
+    cached_runs: int
+    workflow_tasks_completed: int
+    workflow_tasks_failed: int
+    activities_completed: int
+    activities_failed: int
+    cache_hits: int
+    cache_misses: int
+
+
+class _RunCache:
+    """LRU of running workflow instances, keyed by run id."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._runs: collections.OrderedDict[str, WorkflowInstance] = collections.OrderedDict()
+
+    def get(self, run_id: str) -> WorkflowInstance | None:
+        inst = self._runs.get(run_id)
+        if inst is not None:
+            self._runs.move_to_end(run_id)
+        return inst
+
+    def put(self, run_id: str, inst: WorkflowInstance) -> None:
+        self._runs[run_id] = inst
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > self.capacity:
+            self._runs.popitem(last=False)
+
+    def evict(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+
+    def upto(self, run_id: str) -> int:
+        inst = self._runs.get(run_id)
+        return inst.last_event_id if inst is not None else 0
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+class Worker:
+    """Runs registered workflows and activities from one task queue.
+
+    Example::
+
+        async with await Client.connect("sqlite:///duro.db") as client:
+            worker = Worker(client, task_queue="agents", workflows=[Agent], activities=[call_model])
+            await worker.run()  # until SIGTERM / shutdown()
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str = "default",
+        workflows: Sequence[Any] = (),
+        activities: Sequence[Callable[..., Any]] = (),
+        max_concurrent_workflow_tasks: int = 64,
+        max_concurrent_activities: int = 256,
+        max_cached_workflows: int = 10_000,
+        activity_executor: concurrent.futures.Executor | None = None,
+        identity: str | None = None,
+        build_id: str = "",
+        liveness_timeout: timedelta = timedelta(seconds=5),
+        heartbeat_interval: timedelta = timedelta(seconds=1),
+        graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
+        max_poll_wait: timedelta = timedelta(seconds=1),
+    ) -> None:
+        """Configure a worker; nothing runs until ``run()``.
+
+        Args:
+            max_concurrent_workflow_tasks: Workflow tasks processed at once. Default 64.
+            max_concurrent_activities: Activity attempts running at once. Default 256.
+            max_cached_workflows: Running instances kept in memory (LRU). Default 10,000.
+            activity_executor: Thread pool for sync activities; default one sized to
+                ``max_concurrent_activities``.
+            liveness_timeout: After this long without a heartbeat from a worker, any worker
+                releases its leases. Default 5 s.
+            heartbeat_interval: How often this worker proves it is alive. Default 1 s.
+            graceful_shutdown_timeout: How long ``shutdown()`` lets running activities finish
+                before cancelling them (their leases are then released at once). Default 10 s.
+            max_poll_wait: Longest idle wait between polls when no wake-up arrives. Default 1 s.
+        """
+        self.client = client
+        self.store: Store = client.store
+        self.namespace = client.namespace
+        self.task_queue = task_queue
+        self.worker_id = uuid.uuid4().hex
+        self.identity = identity or f"{os.getpid()}@{socket.gethostname()}"
+        self.build_id = build_id
+        self._workflows: dict[str, WorkflowDefinition] = {}
+        for wf in workflows:
+            wdefn = workflow_definition(wf)
+            if wdefn is None:
+                raise TypeError(f"{wf!r} is not a workflow: decorate it with @workflow.defn")
+            self._workflows[wdefn.name] = wdefn
+        self._activities: dict[str, ActivityDefinition] = {}
+        for act in activities:
+            adefn = activity_definition(act)
+            if adefn is None:
+                raise TypeError(f"{act!r} is not an activity: decorate it with @activity.defn")
+            self._activities[adefn.name] = adefn
+        if not self._workflows and not self._activities:
+            raise ValueError("a worker needs at least one workflow or activity")
+        if max_concurrent_workflow_tasks < 1 or max_concurrent_activities < 1:
+            raise ValueError("worker concurrency limits must be at least 1")
+        self._max_wt = max_concurrent_workflow_tasks
+        self._max_act = max_concurrent_activities
+        self._cache = _RunCache(max_cached_workflows)
+        self._executor = activity_executor
+        self._own_executor = activity_executor is None
+        self._liveness_timeout = liveness_timeout.total_seconds()
+        self._heartbeat_interval = heartbeat_interval.total_seconds()
+        self._graceful_timeout = graceful_shutdown_timeout.total_seconds()
+        self._max_poll_wait = max_poll_wait.total_seconds()
+        self._wt_in_flight = 0
+        self._act_in_flight = 0
+        self._activity_tasks: dict[int, asyncio.Task[None]] = {}
+        self._wt_tasks: set[asyncio.Task[None]] = set()
+        self._run_locks: dict[str, asyncio.Lock] = {}
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._running = False
+        self._stats = collections.Counter[str]()
+        self._wt_topic = ("workflow", self.namespace, task_queue)
+        self._act_topic = ("activity", self.namespace, task_queue)
+        self._query_topic = ("query", self.namespace, task_queue)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until ``shutdown()`` (or cancellation); then stop gracefully."""
+        if self._running:
+            raise RuntimeError("worker is already running")
+        self._running = True
+        if self._own_executor and self._activities:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._max_act, thread_name_prefix="duro-activity"
+            )
+        await self.store.register_worker(
+            self.worker_id,
+            self.namespace,
+            self.task_queue,
+            self.identity,
+            {name: d.handler_names() for name, d in self._workflows.items()},
+        )
+        logger.info(
+            "worker %s on queue %r: %d workflow(s), %d activity(ies)",
+            self.identity,
+            self.task_queue,
+            len(self._workflows),
+            len(self._activities),
+        )
+        loops = [self._liveness_loop(), self._timer_loop()]
+        if self._workflows:
+            loops += [self._workflow_poller(), self._query_poller()]
+        if self._activities:
+            loops.append(self._activity_poller())
+        tasks = [asyncio.create_task(c) for c in loops]
+        try:
+            stop = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            self._stopping.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._drain()
+            self._running = False
+            self._stopped.set()
+
+    async def _drain(self) -> None:
+        """Finish in-flight work, cancel what outlives the grace period, release leases."""
+        if self._wt_tasks:
+            await asyncio.wait(self._wt_tasks, timeout=self._graceful_timeout)
+        if self._activity_tasks:
+            _, pending = await asyncio.wait(
+                list(self._activity_tasks.values()), timeout=self._graceful_timeout
+            )
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        with contextlib.suppress(StoreError):
+            await self.store.unregister_worker(self.worker_id)
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def request_shutdown(self) -> None:
+        """Ask ``run()`` to stop (safe from a signal handler); returns at once."""
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        """Stop polling, let in-flight work finish (up to the grace period), and return."""
+        self._stopping.set()
+        if self._running:
+            await self._stopped.wait()
+
+    async def __aenter__(self) -> Worker:
+        self._background = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._background
+
+    def statistics(self) -> WorkerStatistics:
+        s = self._stats
+        return WorkerStatistics(
+            workflow_tasks_in_flight=self._wt_in_flight,
+            activities_in_flight=self._act_in_flight,
+            cached_runs=len(self._cache),
+            workflow_tasks_completed=s["wt_completed"],
+            workflow_tasks_failed=s["wt_failed"],
+            activities_completed=s["act_completed"],
+            activities_failed=s["act_failed"],
+            cache_hits=s["cache_hit"],
+            cache_misses=s["cache_miss"],
+        )
+
+    # -- background loops ------------------------------------------------------------------------
+
+    async def _idle(self, topics: Iterable[Any], since: dict[Any, int], timeout: float) -> None:
+        await self.store.wait_for(topics, since, timeout)
+
+    async def _liveness_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.store.heartbeat_worker(self.worker_id)
+                reaped = await self.store.reap(self._liveness_timeout)
+                if reaped.dead_workers:
+                    logger.warning(
+                        "released %d workflow task(s) and %d activity(ies) of %d stopped worker(s)",
+                        reaped.released_workflow_tasks,
+                        reaped.released_activities,
+                        len(reaped.dead_workers),
+                    )
+            except StoreError as e:
+                logger.warning("liveness heartbeat failed: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
+
+    async def _timer_loop(self) -> None:
+        store = self.store
+        while not self._stopping.is_set():
+            since = {"timer": store.version("timer")}
+            try:
+                fired = await store.fire_due_timers()
+                if fired:
+                    continue
+                nxt = await store.next_timer_time()
+            except StoreError as e:
+                logger.warning("timer loop: %s", e)
+                nxt = None
+            wait = self._max_poll_wait
+            if nxt is not None:
+                wait = min(wait, max(0.0, nxt - store.now()))
+            if wait > 0:
+                await self._idle(["timer"], since, wait)
+
+    async def _workflow_poller(self) -> None:
+        store = self.store
+        topic = self._wt_topic
+        while not self._stopping.is_set():
+            free = self._max_wt - self._wt_in_flight
+            if free <= 0:
+                await self._idle([topic, "slots"], {topic: store.version(topic), "slots": -1}, 0.05)
+                continue
+            since = {topic: store.version(topic)}
+            try:
+                leases = await store.poll_workflow_tasks(
+                    self.namespace, self.task_queue, self.worker_id, free, self._cache.upto
+                )
+            except StoreError as e:
+                logger.warning("workflow task poll failed: %s", e)
+                leases = []
+            for lease in leases:
+                self._spawn_workflow_task(lease)
+            if not leases:
+                await self._idle([topic], since, self._max_poll_wait)
+
+    def _spawn_workflow_task(self, lease: WorkflowTaskLease) -> None:
+        self._wt_in_flight += 1
+        task = asyncio.create_task(self._workflow_task(lease))
+        self._wt_tasks.add(task)
+        task.add_done_callback(self._wt_done)
+
+    def _wt_done(self, task: asyncio.Task[None]) -> None:
+        self._wt_in_flight -= 1
+        self._wt_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("workflow task crashed", exc_info=task.exception())
+
+    async def _activity_poller(self) -> None:
+        store = self.store
+        topic = self._act_topic
+        while not self._stopping.is_set():
+            free = self._max_act - self._act_in_flight
+            if free <= 0:
+                await asyncio.sleep(0.005)
+                continue
+            since = {topic: store.version(topic)}
+            try:
+                leases = await store.poll_activity_tasks(
+                    self.namespace, self.task_queue, self.worker_id, min(free, 64)
+                )
+            except StoreError as e:
+                logger.warning("activity poll failed: %s", e)
+                leases = []
+            for lease in leases:
+                self._spawn_activity(lease)
+            if not leases:
+                await self._idle([topic], since, self._max_poll_wait)
+
+    async def _query_poller(self) -> None:
+        store = self.store
+        topic = self._query_topic
+        while not self._stopping.is_set():
+            since = {topic: store.version(topic)}
+            try:
+                queries = await store.poll_queries(
+                    self.namespace, self.task_queue, self.worker_id, 16
+                )
+            except StoreError as e:
+                logger.warning("query poll failed: %s", e)
+                queries = []
+            for q in queries:
+                await self._answer_query(q)
+            if not queries:
+                await self._idle([topic], since, self._max_poll_wait)
+
+    # -- workflow tasks --------------------------------------------------------------------------
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._run_locks.get(run_id)
+        if lock is None:
+            lock = self._run_locks[run_id] = asyncio.Lock()
+        return lock
+
+    async def _workflow_task(self, lease: WorkflowTaskLease) -> None:
+        lock = self._lock(lease.run_id)
+        async with lock:
+            try:
+                await self._process_workflow_task(lease)
+            finally:
+                if not lock._waiters:  # type: ignore[attr-defined]
+                    self._run_locks.pop(lease.run_id, None)
+
+    async def _process_workflow_task(self, lease: WorkflowTaskLease) -> None:
+        store = self.store
+        run_id = lease.run_id
+        inst = self._cache.get(run_id)
+        events = lease.history
+        if inst is not None and (
+            lease.history_after != inst.last_event_id
+            or any(e.type == EventType.WORKFLOW_TASK_COMPLETED for e in events)
+        ):
+            # Another worker advanced the run since we cached it: replay from the start.
+            self._cache.evict(run_id)
+            inst = None
+        if inst is None:
+            self._stats["cache_miss"] += 1
+            if lease.history_after != 0:
+                events = await store.get_history(run_id)
+            defn = self._workflows.get(lease.workflow_type)
+            if defn is None:
+                err = UnknownWorkflowTypeError(lease.workflow_type, list(self._workflows))
+                await self._fail_workflow_task(lease, err)
+                return
+            inst = new_instance(defn, events[0])
+        else:
+            self._stats["cache_hit"] += 1
+        try:
+            commands = advance(inst, events, lease.started_time)
+        except Exception as e:
+            self._cache.evict(run_id)
+            await self._fail_workflow_task(lease, e)
+            return
+        free_slots = self._max_act - self._act_in_flight if self._activities else 0
+        completion = WorkflowTaskCompletion(
+            commands=commands,
+            workflow_time=lease.started_time,
+            identity=self.identity,
+            build_id=self.build_id,
+            eager_activity_queue=self.task_queue if free_slots > 0 else None,
+            eager_activities=max(0, free_slots),
+            worker_id=self.worker_id,
+        )
+        try:
+            result = await store.complete_workflow_task(lease, completion)
+        except LeaseLostError:
+            self._cache.evict(run_id)
+            logger.info("workflow task of run %s was taken over; result dropped", run_id)
+            return
+        except StoreError as e:
+            self._cache.evict(run_id)
+            logger.warning("completing workflow task of run %s failed: %s", run_id, e)
+            return
+        if not result.accepted:
+            self._cache.evict(run_id)
+            return
+        self._stats["wt_completed"] += 1
+        inst.last_event_id = result.last_event_id
+        if inst.closed:
+            self._cache.evict(run_id)
+        else:
+            self._cache.put(run_id, inst)
+        for activity_lease in result.activity_leases:
+            self._spawn_activity(activity_lease)
+
+    async def _fail_workflow_task(self, lease: WorkflowTaskLease, error: BaseException) -> None:
+        self._stats["wt_failed"] += 1
+        logger.error(
+            "workflow task of %s %s (run %s) failed (attempt %d): %s",
+            lease.workflow_type,
+            lease.workflow_id,
+            lease.run_id,
+            lease.attempt,
+            error,
+            exc_info=error if lease.attempt == 1 else None,
+        )
+        with contextlib.suppress(LeaseLostError):
+            await self.store.fail_workflow_task(lease, failure_to_dict(error))
+
+    async def _answer_query(self, q: QueryTask) -> None:
+        result: Any = None
+        error: str | None = None
+        try:
+            inst = self._cache.get(q.run_id)
+            if inst is None:
+                defn = self._workflows.get(q.workflow_type)
+                if defn is None:
+                    raise UnknownWorkflowTypeError(q.workflow_type, list(self._workflows))
+                inst = replay(defn, await self.store.get_history(q.run_id))
+            result = inst.query(q.name, q.args)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        with contextlib.suppress(StoreError):
+            await self.store.answer_query(q.query_id, q.lease_id, result, error)
+
+    # -- activities ------------------------------------------------------------------------------
+
+    def _spawn_activity(self, lease: ActivityTaskLease) -> None:
+        self._act_in_flight += 1
+        task = asyncio.create_task(self._activity(lease))
+        self._activity_tasks[lease.task_id] = task
+        task.add_done_callback(lambda t: self._activity_done(lease.task_id, t))
+
+    def _activity_done(self, task_id: int, task: asyncio.Task[None]) -> None:
+        self._act_in_flight -= 1
+        self._activity_tasks.pop(task_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("activity runner crashed", exc_info=task.exception())
+
+    async def _activity(self, lease: ActivityTaskLease) -> None:
+        store = self.store
+        adefn = self._activities.get(lease.activity_type)
+        outcome_ok = False
+        value: Any
+        cancelled = False
+        heartbeats = _Heartbeats(self, lease)
+        try:
+            if adefn is None:
+                raise ApplicationError(
+                    f"activity type {lease.activity_type!r} is not registered on worker "
+                    f"{self.identity} (queue {lease.task_queue!r}); registered: "
+                    f"{', '.join(sorted(self._activities)) or 'none'}",
+                    type="ActivityNotRegistered",
+                )
+            try:
+                args = adefn.signature.decode_args(lease.args)
+            except PayloadError as e:
+                raise ApplicationError(str(e), type="PayloadDecodeError", non_retryable=True) from e
+            info = _activity_info(lease)
+            actx = activity_api._ActivityContext(info, heartbeats.record, heartbeats.is_cancelled)
+            result = await self._invoke(adefn, args, actx, lease, heartbeats)
+            try:
+                value = to_payload(result, what=f"result of activity {adefn.name!r}")
+            except PayloadError as e:
+                raise ApplicationError(str(e), type="PayloadEncodeError", non_retryable=True) from e
+            outcome_ok = True
+        except asyncio.CancelledError:
+            if self._stopping.is_set() and not heartbeats.cancelled:
+                raise  # shutdown: the lease is released and the attempt retried elsewhere
+            cancelled = True
+            value = failure_to_dict(ApplicationError("activity cancelled", type="CancelledError"))
+        except Exception as e:
+            value = failure_to_dict(e)
+        finally:
+            heartbeats.stop()
+        if cancelled and heartbeats.cancelled:
+            return  # the task is gone (workflow cancelled it or the lease moved): nothing to report
+        eager = self.worker_id if lease.run_id in self._cache else None
+        try:
+            if outcome_ok:
+                wt = await store.complete_activity_task(
+                    lease, value, eager_worker_id=eager, cached_upto=self._cache.upto
+                )
+                self._stats["act_completed"] += 1
+            else:
+                wt = await store.fail_activity_task(
+                    lease, value, eager_worker_id=eager, cached_upto=self._cache.upto
+                )
+                self._stats["act_failed"] += 1
+        except LeaseLostError:
+            logger.info(
+                "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
+                lease.activity_type,
+                lease.run_id,
+                lease.attempt,
+            )
+            return
+        except StoreError as e:
+            logger.warning("recording activity outcome failed: %s", e)
+            return
+        if wt is not None:
+            self._spawn_workflow_task(wt)
+
+    async def _invoke(
+        self,
+        adefn: ActivityDefinition,
+        args: list[Any],
+        actx: activity_api._ActivityContext,
+        lease: ActivityTaskLease,
+        heartbeats: _Heartbeats,
+    ) -> Any:
+        remaining = lease.start_to_close_timeout - (self.store.now() - lease.started_time)
+        token = activity_api._current.set(actx)
+        try:
+            if adefn.is_async:
+                task = asyncio.ensure_future(adefn.fn(*args))
+                heartbeats.task = task
+                try:
+                    return await asyncio.wait_for(task, max(0.0, remaining))
+                except TimeoutError:
+                    if task.cancelled():
+                        raise ActivityTimeoutError("start_to_close") from None
+                    raise
+            ctx = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(self._executor, ctx.run, adefn.fn, *args)
+            try:
+                return await asyncio.wait_for(fut, max(0.0, remaining))
+            except TimeoutError:
+                if fut.cancelled():
+                    raise ActivityTimeoutError("start_to_close") from None
+                raise
+        finally:
+            activity_api._current.reset(token)
+
+
+class _Heartbeats:
+    """Throttled heartbeats of one attempt; learns of cancellation from the store's answer."""
+
+    MIN_INTERVAL = 0.5
+
+    def __init__(self, worker: Worker, lease: ActivityTaskLease) -> None:
+        self.worker = worker
+        self.lease = lease
+        self.loop = asyncio.get_running_loop()
+        self.cancelled = False
+        self.task: asyncio.Future[Any] | None = None
+        self._pending: Any = None
+        self._has_pending = False
+        self._sending = False
+        self._last_sent = 0.0
+        self._stopped = False
+
+    def record(self, details: Any) -> None:
+        """Called from the activity (any thread)."""
+        try:
+            payload = to_payload(details, what="heartbeat details")
+        except PayloadError:
+            logger.warning(
+                "heartbeat details of %s are not JSON; ignored", self.lease.activity_type
+            )
+            return
+        self.loop.call_soon_threadsafe(self._queue, payload)
+
+    def _queue(self, payload: Any) -> None:
+        self._pending, self._has_pending = payload, True
+        if not self._sending and not self._stopped:
+            self._sending = True
+            self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._has_pending and not self._stopped:
+                wait = self._last_sent + self.MIN_INTERVAL - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                details, self._has_pending = self._pending, False
+                self._last_sent = time.monotonic()
+                try:
+                    alive = await self.worker.store.heartbeat_activity_task(self.lease, details)
+                except StoreError as e:
+                    logger.warning("activity heartbeat failed: %s", e)
+                    continue
+                if not alive:
+                    self.cancelled = True
+                    if self.task is not None and not self.task.done():
+                        self.task.cancel()
+                    return
+        finally:
+            self._sending = False
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+def _activity_info(lease: ActivityTaskLease) -> activity_api.ActivityInfo:
+    return activity_api.ActivityInfo(
+        activity_id=str(lease.seq),
+        activity_type=lease.activity_type,
+        attempt=lease.attempt,
+        namespace=lease.namespace,
+        workflow_id=lease.workflow_id,
+        run_id=lease.run_id,
+        workflow_type=lease.workflow_type,
+        task_queue=lease.task_queue,
+        scheduled_time=datetime.fromtimestamp(lease.scheduled_time, UTC),
+        started_time=datetime.fromtimestamp(lease.started_time, UTC),
+        start_to_close_timeout=timedelta(seconds=lease.start_to_close_timeout),
+        heartbeat_details=lease.heartbeat_details,
+    )

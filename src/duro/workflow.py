@@ -1,0 +1,340 @@
+"""The workflow-side API: what workflow code imports.
+
+Workflow code is replayed after a crash, so it must decide the same things again from the same
+history. Use these functions instead of clocks, randomness and I/O: ``now()``, ``random()``,
+``uuid4()``, activities for anything with side effects, ``sleep()`` (or ``asyncio.sleep``) for
+durable timers. Each function hands off to the running instance and fails clearly outside one.
+
+Example::
+
+    @workflow.defn
+    class Agent:
+        def __init__(self) -> None:
+            self.approved = False
+
+        @workflow.run
+        async def run(self, task: str) -> str:
+            plan = await workflow.execute_activity(call_model, task)
+            await workflow.wait_condition(lambda: self.approved)
+            return plan
+
+        @workflow.signal
+        def approve(self) -> None:
+            self.approved = True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random as _random
+import uuid as _uuid
+from collections.abc import Callable, MutableMapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
+
+from duro.converter import Signature, signature_of
+from duro.definitions import (
+    WorkflowDefinition,
+    handler_mark,
+    make_handler,
+    mark_handler,
+    set_workflow_definition,
+)
+from duro.retry import RetryPolicy
+from duro.runtime import context as _context
+from duro.runtime.instance import WorkflowInfo
+from duro.runtime.instance import seconds as _seconds
+
+__all__ = [
+    "ActivityHandle",
+    "WorkflowInfo",
+    "defn",
+    "execute_activity",
+    "info",
+    "logger",
+    "now",
+    "query",
+    "random",
+    "run",
+    "signal",
+    "sleep",
+    "start_activity",
+    "uuid4",
+    "wait_condition",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+ActivityHandle = asyncio.Future
+"""``start_activity`` returns a future of the activity's result: await it, or cancel it."""
+
+
+# -- decorators ---------------------------------------------------------------------------------
+
+
+@overload
+def defn(target: T, /) -> T: ...
+
+
+@overload
+def defn(*, name: str | None = None) -> Callable[[T], T]: ...
+
+
+def defn(target: Any = None, /, *, name: str | None = None) -> Any:
+    """Declare a workflow: a class with one ``@workflow.run`` method, or an async function.
+
+    Args:
+        name: The workflow type name stored in history; default the class or function name.
+            Renaming the class later keeps old runs working only if ``name`` stays the same.
+    """
+
+    def decorate(obj: Any) -> Any:
+        if inspect.isclass(obj):
+            set_workflow_definition(obj, _class_definition(obj, name or obj.__name__))
+        elif inspect.iscoroutinefunction(obj):
+            set_workflow_definition(
+                obj,
+                WorkflowDefinition(
+                    name=name or obj.__name__,
+                    cls=None,
+                    run_fn=obj,
+                    run_signature=_signature(obj, skip_self=False),
+                ),
+            )
+        else:
+            raise TypeError(f"@workflow.defn goes on a class or an async function, not {obj!r}")
+        return obj
+
+    return decorate(target) if target is not None else decorate
+
+
+def _signature(fn: Callable[..., Any], *, skip_self: bool) -> Signature:
+    return signature_of(fn, skip_self)
+
+
+def _class_definition(cls: type, name: str) -> WorkflowDefinition:
+    run_fns = []
+    signals = {}
+    queries = {}
+    for attr in dir(cls):
+        member = getattr(cls, attr, None)
+        mark = handler_mark(member)
+        if mark is None:
+            continue
+        kind, handler_name = mark
+        assert callable(member)
+        if kind == "run":
+            run_fns.append(member)
+        elif kind == "signal":
+            signals[handler_name] = make_handler(handler_name, member, skip_self=True)
+        elif kind == "query":
+            if inspect.iscoroutinefunction(member):
+                raise TypeError(f"query {cls.__name__}.{attr} must be a plain (non-async) method")
+            queries[handler_name] = make_handler(handler_name, member, skip_self=True)
+    if len(run_fns) != 1:
+        raise TypeError(
+            f"workflow class {cls.__name__} needs exactly one @workflow.run method, "
+            f"found {len(run_fns)}"
+        )
+    run_fn = run_fns[0]
+    if not inspect.iscoroutinefunction(run_fn):
+        raise TypeError(f"{cls.__name__}.{run_fn.__name__}: @workflow.run must be async")
+    try:
+        inspect.signature(cls).bind()
+    except TypeError as e:
+        raise TypeError(
+            f"workflow class {cls.__name__} must be constructible without arguments"
+        ) from e
+    return WorkflowDefinition(
+        name=name,
+        cls=cls,
+        run_fn=run_fn,
+        run_signature=_signature(run_fn, skip_self=True),
+        signals=signals,
+        queries=queries,
+    )
+
+
+def run(fn: F) -> F:
+    """Mark the async method that is the workflow's body; its return value is the result."""
+    mark_handler(fn, "run", fn.__name__)
+    return fn
+
+
+@overload
+def signal(fn: F, /) -> F: ...
+
+
+@overload
+def signal(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def signal(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a method that handles a signal (sync or async). Default name: the method name."""
+
+    def decorate(f: F) -> F:
+        mark_handler(f, "signal", name)
+        return f
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def query(fn: F, /) -> F: ...
+
+
+@overload
+def query(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def query(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a plain method that answers a query from the workflow's state; it must not mutate."""
+
+    def decorate(f: F) -> F:
+        mark_handler(f, "query", name)
+        return f
+
+    return decorate(fn) if fn is not None else decorate
+
+
+# -- activities ---------------------------------------------------------------------------------
+
+
+def start_activity(
+    activity: Callable[..., Any] | str,
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> asyncio.Future[Any]:
+    """Schedule an activity durably and return a future of its (decoded) result.
+
+    Options not given here come from the activity's ``@activity.defn``, then the defaults:
+    ``start_to_close_timeout`` 5 minutes, the default ``RetryPolicy`` (unlimited attempts),
+    the workflow's task queue. Cancelling the future cancels the activity.
+
+    Args:
+        activity: An ``@activity.defn`` function, or an activity type name.
+        result_type: The type to decode the result into, when ``activity`` is a name.
+    """
+    return _context.current().start_activity(
+        activity,
+        args,
+        task_queue=task_queue,
+        start_to_close_timeout=start_to_close_timeout,
+        schedule_to_close_timeout=schedule_to_close_timeout,
+        heartbeat_timeout=heartbeat_timeout,
+        retry_policy=retry_policy,
+        result_type=result_type,
+    )
+
+
+async def execute_activity(
+    activity: Callable[..., Any] | str,
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> Any:
+    """Run an activity durably and return its result (``start_activity`` then await).
+
+    Raises:
+        ActivityError: the activity failed after its last attempt; ``.cause`` says why.
+    """
+    return await start_activity(
+        activity,
+        *args,
+        task_queue=task_queue,
+        start_to_close_timeout=start_to_close_timeout,
+        schedule_to_close_timeout=schedule_to_close_timeout,
+        heartbeat_timeout=heartbeat_timeout,
+        retry_policy=retry_policy,
+        result_type=result_type,
+    )
+
+
+# -- time, randomness, waiting ------------------------------------------------------------------
+
+
+def now() -> datetime:
+    """The current workflow time (UTC): the time of the current workflow task, stable on replay."""
+    return _context.current().now()
+
+
+def random() -> _random.Random:
+    """A ``random.Random`` seeded from the run: the same numbers on every replay."""
+    return _context.current().random
+
+
+def uuid4() -> _uuid.UUID:
+    """A version-4 UUID drawn from ``random()``: the same value on every replay."""
+    return _context.current().uuid4()
+
+
+def info() -> WorkflowInfo:
+    """Ids, type, task queue and start time of the running workflow."""
+    return _context.current().info
+
+
+def in_workflow() -> bool:
+    """True while workflow code runs (False in activities, clients and tests)."""
+    return _context.current_or_none() is not None
+
+
+async def sleep(duration: timedelta | float) -> None:
+    """Sleep durably: a timer in the store, no memory held while it runs, survives restarts."""
+    await asyncio.sleep(_seconds(duration) or 0.0)
+
+
+async def wait_condition(
+    fn: Callable[[], bool], *, timeout: timedelta | float | None = None
+) -> None:
+    """Wait until ``fn()`` is true; it is checked each time the workflow's state may change.
+
+    Raises:
+        TimeoutError: ``timeout`` (a durable timer) passed first.
+    """
+    fut = _context.current().wait_condition(fn)
+    seconds = _seconds(timeout)
+    if seconds is None:
+        await fut
+    else:
+        await asyncio.wait_for(fut, seconds)
+
+
+# -- replay-aware logging -----------------------------------------------------------------------
+
+
+class _ReplayAwareLogger(logging.LoggerAdapter[logging.Logger]):
+    """Logs only when the code runs live, not when it replays, and tags records with ids."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        inst = _context.current_or_none()
+        if inst is not None and inst.replaying:
+            return False
+        return self.logger.isEnabledFor(level)
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        inst = _context.current_or_none()
+        if inst is not None:
+            extra = dict(kwargs.get("extra") or {})
+            extra.setdefault("workflow_id", inst.info.workflow_id)
+            extra.setdefault("run_id", inst.info.run_id)
+            kwargs["extra"] = extra
+            msg = f"[{inst.info.workflow_type} {inst.info.workflow_id}] {msg}"
+        return msg, kwargs
+
+
+logger = _ReplayAwareLogger(logging.getLogger("duro.workflow"), {})
+"""Use instead of ``logging`` in workflow code: silent during replay, tagged with run ids."""
