@@ -111,11 +111,12 @@ class Event:
             "event_id": self.event_id,
             "type": self.type.value,
             "time": self.datetime.isoformat(),
+            "timestamp": self.time,
             "attributes": self.attrs,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
-        t = data["time"]
+        t = data.get("timestamp", data["time"])
         when = datetime.fromisoformat(t).timestamp() if isinstance(t, str) else float(t)
         return cls(int(data["event_id"]), EventType(data["type"]), when, data.get("attributes", {}))

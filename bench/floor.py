@@ -1,0 +1,165 @@
+"""The store floor: the raw SQLite writes one workflow step needs, with no engine around them.
+
+A sequential step in duro is two transactions: completing the workflow task (append
+WorkflowTaskCompleted + ActivityTaskScheduled, update the execution, drop the workflow task,
+create the activity task) and recording the activity's result (drop the activity task, append
+ActivityTaskCompleted, update the execution, create the next workflow task). Here those writes run
+directly with ``sqlite3`` in a tight loop, on duro's own schema and with the pragmas of
+``duro.store.sqlite`` (WAL, synchronous=NORMAL), once with duro's two transactions per step and
+once with a single transaction per step for reference. Reads, leases and Python around them are
+left out on purpose: this is the cost duro cannot go below.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from duro.store import migrate
+
+STEPS_PER_RUN = 10
+"""As in the sequential workload: every 10 steps move to the next run."""
+
+
+@dataclass(frozen=True)
+class FloorResult:
+    steps: int
+    transactions_per_step: int
+    us_per_step: float
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection set up as ``duro.store.sqlite._Writer._connect`` does."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
+
+
+_HISTORY = "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?, ?, ?, ?, ?)"
+_UPDATE_RUN = (
+    "UPDATE executions SET next_event_id = ?, wt_state = ? WHERE run_id = ? AND next_event_id = ?"
+)
+_INSERT_WT = (
+    "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt) "
+    "VALUES ('workflow', 'default', 'default', ?, 0, ?, 1)"
+)
+_DELETE_WT = "DELETE FROM tasks WHERE run_id = ? AND kind = 'workflow'"
+_INSERT_ACT = (
+    "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt, "
+    "activity_type, args, retry_policy, start_to_close_timeout, schedule_to_close_timeout, "
+    "heartbeat_timeout, scheduled_time) "
+    "VALUES ('activity', 'default', 'default', ?, ?, ?, 1, 'bench_noop', ?, ?, 300.0, NULL, "
+    "NULL, ?)"
+)
+_DELETE_ACT = "DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' AND seq = ?"
+_RETRY = json.dumps(
+    {
+        "initial_interval": 1.0,
+        "backoff_coefficient": 2.0,
+        "maximum_interval": 100.0,
+        "maximum_attempts": 0,
+        "non_retryable_error_types": [],
+    }
+)
+
+
+def _setup(conn: sqlite3.Connection, runs: int) -> list[str]:
+    """Create the schema and ``runs`` started executions, each with its workflow task."""
+    migrate.migrate_sqlite(conn)
+    now = time.time()
+    run_ids = [f"{i:032x}" for i in range(runs)]
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
+        "status, is_current, start_time, next_event_id, wt_state, args, memo) "
+        "VALUES (?, 'default', ?, 'bench_steps', 'default', 'Running', 1, ?, 2, 1, '[10]', '{}')",
+        [(r, f"floor-{i}", now) for i, r in enumerate(run_ids)],
+    )
+    conn.executemany(
+        _HISTORY,
+        [(r, 1, "WorkflowExecutionStarted", now, '{"args": [10]}') for r in run_ids],
+    )
+    conn.executemany(_INSERT_WT, [(r, now) for r in run_ids])
+    conn.execute("COMMIT")
+    return run_ids
+
+
+def measure(path: Path, *, steps: int, transactions_per_step: int) -> FloorResult:
+    """Run ``steps`` steps on a fresh database file at ``path``; time them."""
+    if transactions_per_step not in (1, 2):
+        raise ValueError("transactions_per_step is 1 or 2")
+    runs = -(-steps // STEPS_PER_RUN)
+    conn = connect(path)
+    try:
+        run_ids = _setup(conn, runs)
+        t0 = time.perf_counter()
+        done = 0
+        for run_id in run_ids:
+            event_id = 2
+            for seq in range(1, STEPS_PER_RUN + 1):
+                if done == steps:
+                    break
+                now = time.time()
+                # Transaction 1: the workflow task completes and schedules the activity.
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    _HISTORY,
+                    [
+                        (
+                            run_id,
+                            event_id,
+                            "WorkflowTaskCompleted",
+                            now,
+                            json.dumps({"workflow_time": now, "identity": "1@bench"}),
+                        ),
+                        (
+                            run_id,
+                            event_id + 1,
+                            "ActivityTaskScheduled",
+                            now,
+                            json.dumps(
+                                {
+                                    "seq": seq,
+                                    "activity_type": "bench_noop",
+                                    "task_queue": "default",
+                                    "args": [seq - 1],
+                                    "start_to_close_timeout": 300.0,
+                                }
+                            ),
+                        ),
+                    ],
+                )
+                conn.execute(_UPDATE_RUN, (event_id + 2, 0, run_id, event_id))
+                conn.execute(_DELETE_WT, (run_id,))
+                conn.execute(_INSERT_ACT, (run_id, seq, now, json.dumps([seq - 1]), _RETRY, now))
+                if transactions_per_step == 2:
+                    conn.execute("COMMIT")
+                    # Transaction 2: the activity's result is recorded; the next task is due.
+                    conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_DELETE_ACT, (run_id, seq))
+                conn.execute(
+                    _HISTORY,
+                    (
+                        run_id,
+                        event_id + 2,
+                        "ActivityTaskCompleted",
+                        now,
+                        json.dumps({"seq": seq, "result": seq, "attempt": 1}),
+                    ),
+                )
+                conn.execute(_UPDATE_RUN, (event_id + 3, 1, run_id, event_id + 2))
+                conn.execute(_INSERT_WT, (run_id, now))
+                conn.execute("COMMIT")
+                event_id += 3
+                done += 1
+        elapsed = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return FloorResult(steps, transactions_per_step, elapsed * 1e6 / steps)

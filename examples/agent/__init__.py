@@ -1,0 +1,1 @@
+"""An example agent: a travel-booking assistant that survives crashes (see README)."""

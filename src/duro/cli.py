@@ -1,0 +1,643 @@
+"""The ``duro`` command line: run a worker, and start, inspect and steer workflow runs.
+
+Examples::
+
+    duro worker examples.agent.agent --task-queue default
+    duro workflow start TravelAgent --id trip-1 --input '{"request": "Paris -> Lisbon"}'
+    duro workflow list --status Running
+    duro workflow describe trip-1
+    duro workflow signal trip-1 approve --input true
+    duro workflow show trip-1 --json > trip-1.json    # the export the replay checker reads
+
+Every command takes ``--db URL`` (default ``$DURO_DB``, then ``sqlite:///duro.db``) and
+``--namespace``, opens its own client, does one thing and closes it. Arguments are JSON, one
+per ``--input``. Errors that duro raises on purpose (unknown workflow, closed run, bad JSON...)
+print one line on stderr and exit 1; bad usage exits 2. ``--json`` output is plain JSON on
+stdout, never styled, so it can be piped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console, RenderableType
+
+from duro import _cli_render as render
+from duro import __version__
+from duro.client import DEFAULT_DB, Client, WorkflowHandle
+from duro.definitions import activity_definition, workflow_definition
+from duro.errors import DuroError, WorkflowFailureError
+from duro.history import Event, RunStatus
+from duro.store.protocol import ExecutionInfo
+from duro.worker import Worker
+
+__all__ = ["cli", "main"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILURE = 1
+"""The request reached duro and failed (unknown workflow, run failed, bad JSON...)."""
+EXIT_USAGE = 2
+"""The command itself is wrong (click's own usage errors, an unloadable worker target)."""
+EXIT_INTERRUPTED = 130
+"""Interrupted by Ctrl-C, as shells report it."""
+
+
+class CliError(click.ClickException):
+    """An expected failure: one line on stderr and an exit code, never a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- shared options and plumbing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a command's client connects: the ``--db`` URL and the ``--namespace``."""
+
+    db: str
+    namespace: str
+
+
+def connection_options(fn: F) -> F:
+    """Add ``--db`` and ``--namespace`` and pass them on as one ``conn: Connection``.
+
+    On every leaf command rather than on the group, so that options can follow the command
+    (``duro workflow list --db ...``), where people type them.
+    """
+
+    @click.option(
+        "--db",
+        envvar="DURO_DB",
+        default=DEFAULT_DB,
+        show_default=True,
+        metavar="URL",
+        help="Database URL (env DURO_DB), e.g. sqlite:///path/to/duro.db.",
+    )
+    @click.option("--namespace", default="default", show_default=True, help="Namespace.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, db: str, namespace: str, **kwargs: Any) -> Any:
+        return fn(*args, conn=Connection(db, namespace), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (pipeable).")
+run_id_option = click.option("--run-id", help="A specific run (default: the latest run).")
+inputs_option = click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="JSON",
+    help="One argument as JSON (repeat for more), e.g. --input '\"text\"' --input 3.",
+)
+
+
+async def _connect(conn: Connection) -> Client:
+    try:
+        return await Client.connect(conn.db, namespace=conn.namespace)
+    except (ValueError, OSError, DuroError) as e:
+        raise CliError(f"cannot open database {conn.db!r}: {e}") from e
+
+
+def run(conn: Connection, action: Callable[[Client], Awaitable[T]]) -> T:
+    """Connect, await ``action(client)``, close; turn expected errors into ``CliError``.
+
+    ``DuroError`` and ``TimeoutError`` are the errors duro raises on purpose; anything else is
+    a bug and keeps its traceback.
+    """
+
+    async def main() -> T:
+        client = await _connect(conn)
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main())
+    except (DuroError, TimeoutError) as e:
+        raise CliError(str(e)) from e
+    except KeyboardInterrupt:
+        raise CliError("interrupted", EXIT_INTERRUPTED) from None
+
+
+def parse_json(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CliError(
+            f"{option} {text!r} is not valid JSON ({e.msg}); "
+            f"strings need JSON quotes, e.g. {option} '\"text\"'"
+        ) from None
+
+
+def parse_args(inputs: tuple[str, ...], args_json: str | None = None) -> list[Any]:
+    """The call's arguments: one JSON value per ``--input``, or one JSON list in ``--args``."""
+    if args_json is not None:
+        if inputs:
+            raise click.UsageError("give the arguments with --input or with --args, not both")
+        value = parse_json(args_json, "--args")
+        if not isinstance(value, list):
+            raise CliError(f"--args must be a JSON list, got {render.compact(value)}")
+        return value
+    return [parse_json(text, "--input") for text in inputs]
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+PIPE_WIDTH = 160
+"""Width of tables written to a pipe or file (no terminal to ask): wide enough that a row
+stays one line for ``grep``, unless ``$COLUMNS`` says otherwise."""
+
+
+def echo_rich(renderable: RenderableType) -> None:
+    # A new console each time: it writes to whatever sys.stdout is now (CliRunner swaps it), and
+    # rich drops colours by itself when stdout is not a terminal.
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    console.print(renderable)
+
+
+def exit_with(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+# -- root -----------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="duro")
+def cli() -> None:
+    """duro: durable execution for Python."""
+
+
+@cli.group()
+def workflow() -> None:
+    """Start, inspect and steer workflow runs."""
+
+
+def main() -> None:
+    """Entry point of the ``duro`` script (``pyproject.toml``) and ``python -m duro.cli``."""
+    cli(prog_name="duro")
+
+
+# -- workflow start / result ----------------------------------------------------------------------
+
+
+@workflow.command("start")
+@click.argument("workflow_type", metavar="TYPE")
+@click.option("--id", "workflow_id", required=True, help="Workflow id (unique while running).")
+@click.option("--task-queue", default="default", show_default=True)
+@inputs_option
+@click.option("--args", "args_json", metavar="JSON_LIST", help="All arguments as one JSON list.")
+@click.option("--wait", is_flag=True, help="Wait for the run to close and print its result.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="With --wait: give up after.")
+@json_option
+@connection_options
+def start_cmd(
+    conn: Connection,
+    workflow_type: str,
+    workflow_id: str,
+    task_queue: str,
+    inputs: tuple[str, ...],
+    args_json: str | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Start a run of workflow TYPE (by its registered name)."""
+    args = parse_args(inputs, args_json)
+
+    async def action(client: Client) -> tuple[str, ExecutionInfo | None]:
+        handle = await client.start_workflow(
+            workflow_type, *args, id=workflow_id, task_queue=task_queue
+        )
+        assert handle.run_id is not None
+        if not as_json:
+            click.echo(f"workflow id: {handle.id}\nrun id:      {handle.run_id}")
+        return handle.run_id, (await wait_closed(handle, timeout) if wait else None)
+
+    run_id, closed = run(conn, action)
+    if closed is not None:
+        exit_with(print_outcome(closed, as_json))
+    if as_json:
+        echo_json({"workflow_id": workflow_id, "run_id": run_id})
+
+
+@workflow.command("result")
+@click.argument("workflow_id", metavar="ID")
+@run_id_option
+@click.option("--timeout", type=float, metavar="SECONDS", help="Give up after (default: never).")
+@json_option
+@connection_options
+def result_cmd(
+    conn: Connection, workflow_id: str, run_id: str | None, timeout: float | None, as_json: bool
+) -> None:
+    """Wait for a run to close; print its result, or its failure and exit 1."""
+
+    async def action(client: Client) -> ExecutionInfo:
+        return await wait_closed(client.get_workflow_handle(workflow_id, run_id=run_id), timeout)
+
+    exit_with(print_outcome(run(conn, action), as_json))
+
+
+async def wait_closed(handle: WorkflowHandle, timeout: float | None) -> ExecutionInfo:
+    """Wait for the run to close and return its final state.
+
+    The run id is pinned first so that the outcome printed is the one of the run we waited on.
+    """
+    if handle.run_id is None:
+        handle = handle.client.get_workflow_handle(
+            handle.id, run_id=(await handle.describe()).run_id
+        )
+    try:
+        await handle.result(timeout=timeout)
+    except WorkflowFailureError:
+        pass  # the failure is read from describe() below, with its stored details
+    return await handle.describe()
+
+
+def print_outcome(info: ExecutionInfo, as_json: bool) -> int:
+    """Print a closed run's result (stdout) or failure (stderr); return the exit code."""
+    ok = info.status == RunStatus.COMPLETED
+    if as_json:
+        data: dict[str, Any] = {
+            "workflow_id": info.workflow_id,
+            "run_id": info.run_id,
+            "status": info.status.value,
+        }
+        data.update({"result": info.result} if ok else {"failure": info.failure})
+        echo_json(data)
+    elif ok:
+        click.echo(json.dumps(info.result, default=str, ensure_ascii=False))
+    else:
+        click.echo(
+            f"Error: workflow {info.workflow_id!r} (run {info.run_id}) "
+            f"{info.status.value.lower()}: {render.failure_text(info.failure)}",
+            err=True,
+        )
+    return 0 if ok else EXIT_FAILURE
+
+
+# -- workflow list / describe / show --------------------------------------------------------------
+
+
+@workflow.command("list")
+@click.option("--type", "workflow_type", metavar="TYPE", help="Only runs of this workflow type.")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+    help="Only runs with this status.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@connection_options
+def list_cmd(
+    conn: Connection, workflow_type: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """List runs, newest first."""
+
+    async def action(client: Client) -> list[ExecutionInfo]:
+        return await client.list_workflows(workflow_type=workflow_type, status=status, limit=limit)
+
+    infos = run(conn, action)
+    if as_json:
+        echo_json([render.execution_json(info) for info in infos])
+    elif not infos:
+        click.echo("No workflows found.")
+    else:
+        echo_rich(render.executions_table(infos))
+
+
+@workflow.command("describe")
+@click.argument("workflow_id", metavar="ID")
+@run_id_option
+@json_option
+@connection_options
+def describe_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json: bool) -> None:
+    """Show a run's state: status, result or failure, and what it is waiting on."""
+
+    async def action(client: Client) -> ExecutionInfo:
+        return await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+
+    info = run(conn, action)
+    if as_json:
+        echo_json(render.execution_json(info, detail=True))
+    else:
+        echo_rich(render.describe_view(info))
+
+
+@workflow.command("show")
+@click.argument("workflow_id", metavar="ID")
+@run_id_option
+@click.option("--json", "as_json", is_flag=True, help="Export the history as JSON.")
+@connection_options
+def show_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json: bool) -> None:
+    """Show a run's history, event by event (--json: the export ``duro replay`` reads)."""
+
+    async def action(client: Client) -> tuple[ExecutionInfo, list[Event]]:
+        info = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        return info, await client.store.get_history(info.run_id)
+
+    info, events = run(conn, action)
+    if as_json:
+        echo_json(render.history_json(info.workflow_id, info.run_id, events))
+    else:
+        title = f"{info.workflow_id}  run {info.run_id}  {info.workflow_type}  {info.status.value}"
+        echo_rich(render.history_table(events, title))
+
+
+# -- workflow signal / query / cancel / terminate -------------------------------------------------
+
+
+@workflow.command("signal")
+@click.argument("workflow_id", metavar="ID")
+@click.argument("name")
+@inputs_option
+@run_id_option
+@click.option("--request-id", help="Sending twice with the same request id signals once.")
+@connection_options
+def signal_cmd(
+    conn: Connection,
+    workflow_id: str,
+    name: str,
+    inputs: tuple[str, ...],
+    run_id: str | None,
+    request_id: str | None,
+) -> None:
+    """Send signal NAME to a running workflow."""
+    args = parse_args(inputs)
+
+    async def action(client: Client) -> None:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        await handle.signal(name, *args, request_id=request_id)
+
+    run(conn, action)
+    click.echo(f"Signaled {name!r} to workflow {workflow_id!r}.")
+
+
+@workflow.command("query")
+@click.argument("workflow_id", metavar="ID")
+@click.argument("name")
+@inputs_option
+@run_id_option
+@click.option("--timeout", type=float, default=10.0, show_default=True, metavar="SECONDS")
+@connection_options
+def query_cmd(
+    conn: Connection,
+    workflow_id: str,
+    name: str,
+    inputs: tuple[str, ...],
+    run_id: str | None,
+    timeout: float,
+) -> None:
+    """Ask a workflow query NAME (answered by a worker) and print the answer as JSON."""
+    args = parse_args(inputs)
+
+    async def action(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        return await handle.query(name, *args, timeout=timeout)
+
+    echo_json(run(conn, action))
+
+
+@workflow.command("cancel")
+@click.argument("workflow_id", metavar="ID")
+@run_id_option
+@click.option("--reason", default="", help="Recorded in history.")
+@connection_options
+def cancel_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason: str) -> None:
+    """Ask a run to cancel: its code sees the cancellation and may clean up."""
+
+    async def action(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id, run_id=run_id).cancel(reason)
+
+    run(conn, action)
+    click.echo(f"Requested cancellation of workflow {workflow_id!r}.")
+
+
+@workflow.command("terminate")
+@click.argument("workflow_id", metavar="ID")
+@run_id_option
+@click.option("--reason", default="", help="Recorded in history.")
+@connection_options
+def terminate_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason: str) -> None:
+    """Close a run at once, without running any more of its code."""
+
+    async def action(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
+
+    run(conn, action)
+    click.echo(f"Terminated workflow {workflow_id!r}.")
+
+
+# -- worker ---------------------------------------------------------------------------------------
+
+
+@cli.command("worker")
+@click.argument("target")
+@click.option("--task-queue", default="default", show_default=True)
+@click.option("--build-id", default="", help="Stamped on the runs this worker advances.")
+@click.option("--max-concurrent-activities", type=click.IntRange(min=1), metavar="N")
+@click.option("--max-concurrent-workflow-tasks", type=click.IntRange(min=1), metavar="N")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+)
+@connection_options
+def worker_cmd(
+    conn: Connection,
+    target: str,
+    task_queue: str,
+    build_id: str,
+    max_concurrent_activities: int | None,
+    max_concurrent_workflow_tasks: int | None,
+    log_level: str,
+) -> None:
+    """Run the workflows and activities of TARGET until SIGINT or SIGTERM.
+
+    TARGET is a module (``package.module``: every workflow and activity in it is registered)
+    or ``package.module:OBJ``, where OBJ is a list of workflows and activities or a function
+    returning one. The current directory is importable.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    workflows, activities = load_target(target)
+    limits: dict[str, int] = {}
+    if max_concurrent_activities is not None:
+        limits["max_concurrent_activities"] = max_concurrent_activities
+    if max_concurrent_workflow_tasks is not None:
+        limits["max_concurrent_workflow_tasks"] = max_concurrent_workflow_tasks
+
+    async def action(client: Client) -> int:
+        try:
+            worker = Worker(
+                client,
+                task_queue=task_queue,
+                workflows=workflows,
+                activities=activities,
+                build_id=build_id,
+                **limits,
+            )
+        except (TypeError, ValueError) as e:
+            raise CliError(f"cannot start the worker: {e}", EXIT_USAGE) from None
+        names = [_registered_name(x) for x in [*workflows, *activities]]
+        click.echo(
+            f"duro worker {worker.identity} polling queue {task_queue!r} of namespace "
+            f"{conn.namespace!r} ({client.store.url}): {', '.join(names)}"
+        )
+        return await serve(worker)
+
+    exit_with(run(conn, action))
+
+
+async def serve(worker: Worker) -> int:
+    """Run ``worker`` until a signal; the first SIGINT/SIGTERM drains, a second one forces.
+
+    The handlers go through the loop (``add_signal_handler``) so that stopping is an ordinary
+    call on the loop, not an exception raised at an arbitrary await point; in-flight workflow
+    tasks and activities then finish (up to the worker's grace period) and leases are released.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(worker.run())
+    received: list[str] = []
+
+    def on_signal(name: str) -> None:
+        received.append(name)
+        if len(received) == 1:
+            click.echo(f"{name}: finishing in-flight work (send again to stop at once)", err=True)
+            worker.request_shutdown()
+        else:
+            task.cancel()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # no loop signal support (Windows, thread)
+            pass
+    try:
+        await task
+    except asyncio.CancelledError:
+        if len(received) < 2:
+            raise
+        click.echo("worker stopped without draining", err=True)
+        return EXIT_INTERRUPTED
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    click.echo("worker stopped", err=True)
+    return 0
+
+
+def load_target(target: str) -> tuple[list[Any], list[Any]]:
+    """Import TARGET and return its ``(workflows, activities)``; exit 2 with a reason if not."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or (":" in target and not attr):
+        raise CliError(f"bad worker target {target!r}: expected package.module[:OBJ]", EXIT_USAGE)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise CliError(
+                f"cannot import {module_name!r}: no module named {e.name!r} (searched the "
+                f"current directory {cwd} and the installed packages)",
+                EXIT_USAGE,
+            ) from None
+        raise CliError(f"cannot import {module_name!r}: {e}", EXIT_USAGE) from None
+    except Exception as e:
+        raise CliError(f"importing {module_name!r} failed: {_exc_line(e)}", EXIT_USAGE) from None
+
+    if not attr:
+        found = _split(list(vars(module).values()), strict=False)
+    else:
+        found = _split(_resolve_attr(module, module_name, attr), strict=True)
+    if not found[0] and not found[1]:
+        raise CliError(
+            f"no workflows or activities found in {target!r}: decorate them with "
+            "@workflow.defn / @activity.defn",
+            EXIT_USAGE,
+        )
+    return found
+
+
+def _resolve_attr(module: Any, module_name: str, attr: str) -> list[Any]:
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CliError(f"module {module_name!r} has no attribute {attr!r}", EXIT_USAGE)
+        obj = getattr(obj, part)
+    if workflow_definition(obj) is not None or activity_definition(obj) is not None:
+        return [obj]
+    if callable(obj) and not isinstance(obj, list | tuple):
+        try:
+            obj = obj()
+        except Exception as e:
+            raise CliError(f"calling {attr}() failed: {_exc_line(e)}", EXIT_USAGE) from None
+    if not isinstance(obj, list | tuple):
+        raise CliError(
+            f"{module_name}:{attr} must be a list of workflows and activities (or a function "
+            f"returning one), got {type(obj).__name__}",
+            EXIT_USAGE,
+        )
+    return list(obj)
+
+
+def _split(objects: list[Any], *, strict: bool) -> tuple[list[Any], list[Any]]:
+    """Sort objects into workflows and activities (each once); ``strict``: reject the rest."""
+    workflows: list[Any] = []
+    activities: list[Any] = []
+    seen: set[int] = set()
+    for obj in objects:
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if workflow_definition(obj) is not None:
+            workflows.append(obj)
+        elif activity_definition(obj) is not None:
+            activities.append(obj)
+        elif strict:
+            raise CliError(f"{obj!r} is neither a workflow nor an activity", EXIT_USAGE)
+    return workflows, activities
+
+
+def _registered_name(obj: Any) -> str:
+    defn = workflow_definition(obj) or activity_definition(obj)
+    return defn.name if defn is not None else repr(obj)
+
+
+def _exc_line(e: BaseException) -> str:
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""End-to-end tests' helpers: workflows, activities and a worker process entry point."""

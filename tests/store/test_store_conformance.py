@@ -1,0 +1,258 @@
+"""Store rules every backend must keep: one transaction per change, fencing, buffering, time."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from duro import commands as cmd
+from duro.engine.start import StartRequest
+from duro.errors import LeaseLostError, SchemaError, WorkflowNotFoundError
+from duro.history import EventType, RunStatus
+from duro.retry import RetryPolicy
+from duro.store.protocol import Store, WorkflowTaskCompletion, WorkflowTaskLease
+from duro.store.sqlite import SQLiteStore
+
+from .conftest import FakeClock
+
+NS, Q = "default", "q"
+
+
+async def start(store: Store, wid: str = "wf") -> str:
+    res = await store.start_workflow(StartRequest(NS, wid, "Agent", Q, ["hi"]))
+    return res.run_id
+
+
+async def poll_one(store: Store, worker: str = "w1") -> WorkflowTaskLease:
+    leases = await store.poll_workflow_tasks(NS, Q, worker, 10)
+    assert len(leases) == 1, leases
+    return leases[0]
+
+
+def schedule(seq: int = 1, policy: RetryPolicy | None = None) -> cmd.ScheduleActivity:
+    return cmd.ScheduleActivity(seq, "act", [seq], Q, 30.0, (policy or RetryPolicy()).to_dict())
+
+
+async def complete(store: Store, lease: WorkflowTaskLease, *commands: cmd.Command, worker: str = "w1"):  # type: ignore[no-untyped-def]
+    return await store.complete_workflow_task(
+        lease, WorkflowTaskCompletion(list(commands), lease.started_time, worker_id=worker)
+    )
+
+
+def types(events: list) -> list[str]:  # type: ignore[type-arg]
+    return [e.type.value for e in events]
+
+
+async def test_a_step_goes_through_workflow_and_activity_tasks(store: Store) -> None:
+    run_id = await start(store)
+    lease = await poll_one(store)
+    assert types(lease.history) == ["WorkflowExecutionStarted"] and lease.history_after == 0
+    assert await store.poll_workflow_tasks(NS, Q, "w2", 10) == []  # one task per run in flight
+    await complete(store, lease, schedule())
+    [act] = await store.poll_activity_tasks(NS, Q, "w1", 10)
+    assert (act.activity_type, act.args, act.attempt) == ("act", [1], 1)
+    await store.complete_activity_task(act, "out")
+    lease = await poll_one(store)
+    assert types(lease.history) == [
+        "WorkflowExecutionStarted",
+        "WorkflowTaskCompleted",
+        "ActivityTaskScheduled",
+        "ActivityTaskCompleted",
+    ]
+    await complete(store, lease, cmd.CompleteWorkflow("done"))
+    info = await store.describe(NS, "wf")
+    assert info.run_id == run_id and info.status == RunStatus.COMPLETED and info.result == "done"
+    history = await store.get_history(run_id)
+    assert [e.event_id for e in history] == list(range(1, len(history) + 1))
+    assert history[-1].type == EventType.WORKFLOW_EXECUTION_COMPLETED
+
+
+async def test_cached_worker_gets_only_new_events(store: Store) -> None:
+    run_id = await start(store)
+    lease = await poll_one(store)
+    res = await complete(store, lease, schedule())
+    assert res.last_event_id == 3
+    [act] = await store.poll_activity_tasks(NS, Q, "w1", 10)
+    await store.complete_activity_task(act, "out")
+    [lease] = await store.poll_workflow_tasks(NS, Q, "w1", 10, lambda r: 3 if r == run_id else 0)
+    assert lease.history_after == 3 and types(lease.history) == ["ActivityTaskCompleted"]
+
+
+async def test_eager_hand_offs_skip_polls(store: Store) -> None:
+    run_id = await start(store)
+    lease = await poll_one(store)
+    res = await store.complete_workflow_task(
+        lease,
+        WorkflowTaskCompletion(
+            [schedule(1), schedule(2)], lease.started_time, worker_id="w1",
+            eager_activity_queue=Q, eager_activities=1,
+        ),
+    )
+    assert [a.seq for a in res.activity_leases] == [1]  # limited to the free slots
+    [other] = await store.poll_activity_tasks(NS, Q, "w2", 10)
+    assert other.seq == 2
+    wt = await store.complete_activity_task(
+        res.activity_leases[0], "x", eager_worker_id="w1", cached_upto=lambda r: res.last_event_id
+    )
+    assert wt is not None and wt.run_id == run_id and types(wt.history) == ["ActivityTaskCompleted"]
+
+
+async def test_stale_completions_are_fenced(store: Store, clock: FakeClock) -> None:
+    await start(store)
+    lease = await poll_one(store)
+    await complete(store, lease, schedule(policy=RetryPolicy(maximum_attempts=5)))
+    with pytest.raises(LeaseLostError):
+        await complete(store, lease, cmd.CompleteWorkflow(1))  # same lease twice
+    [act] = await store.poll_activity_tasks(NS, Q, "w1", 10)
+    clock.advance(31)  # past start_to_close: the lease expires and the attempt is retried
+    await store.reap(liveness_timeout=1e9)
+    clock.advance(10)
+    await store.fire_due_timers()
+    [retry] = await store.poll_activity_tasks(NS, Q, "w2", 10)
+    assert retry.attempt == 2
+    with pytest.raises(LeaseLostError):
+        await store.complete_activity_task(act, "late result of attempt 1")
+    assert not await store.heartbeat_activity_task(act, {"progress": 1})
+    await store.complete_activity_task(retry, "ok")
+    history = await store.get_history((await store.describe(NS, "wf")).run_id)
+    completed = [e for e in history if e.type == EventType.ACTIVITY_TASK_COMPLETED]
+    assert [(e.attrs["result"], e.attrs["attempt"]) for e in completed] == [("ok", 2)]
+
+
+async def test_events_during_a_workflow_task_come_after_its_commands(store: Store) -> None:
+    run_id = await start(store)
+    lease = await poll_one(store)
+    await store.signal_workflow(NS, "wf", None, "approve", [True])
+    await complete(store, lease, schedule())
+    history = await store.get_history(run_id)
+    assert types(history) == [
+        "WorkflowExecutionStarted",
+        "WorkflowTaskCompleted",
+        "ActivityTaskScheduled",
+        "WorkflowExecutionSignaled",
+    ]
+    lease = await poll_one(store)  # the signal scheduled the next task
+    assert types(lease.history)[-1] == "WorkflowExecutionSignaled"
+
+
+async def test_a_task_that_would_close_over_a_new_signal_is_rejected(store: Store) -> None:
+    run_id = await start(store)
+    lease = await poll_one(store)
+    await store.signal_workflow(NS, "wf", None, "approve", [True])
+    res = await complete(store, lease, cmd.CompleteWorkflow("too early"))
+    assert not res.accepted
+    info = await store.describe(NS, "wf")
+    assert info.status == RunStatus.RUNNING
+    assert types(await store.get_history(run_id))[-1] == "WorkflowExecutionSignaled"
+    lease = await poll_one(store)
+    await complete(store, lease, cmd.CompleteWorkflow("saw the signal"))
+    assert (await store.describe(NS, "wf")).status == RunStatus.COMPLETED
+
+
+async def test_timers_fire_once_when_due(store: Store, clock: FakeClock) -> None:
+    run_id = await start(store)
+    lease = await poll_one(store)
+    await complete(store, lease, cmd.StartTimer(1, 60.0))
+    assert await store.next_timer_time() == pytest.approx(lease.started_time + 60.0)
+    assert await store.fire_due_timers() == 0
+    clock.advance(60)
+    assert await store.fire_due_timers() == 1
+    assert await store.fire_due_timers() == 0
+    history = await store.get_history(run_id)
+    assert types(history)[-1] == "TimerFired"
+
+
+async def test_cancelled_timer_never_fires(store: Store, clock: FakeClock) -> None:
+    await start(store)
+    lease = await poll_one(store)
+    await complete(store, lease, cmd.StartTimer(1, 5.0), cmd.CancelTimer(1))
+    clock.advance(10)
+    assert await store.fire_due_timers() == 0
+
+
+async def test_dead_worker_leases_are_released_at_once(store: Store, clock: FakeClock) -> None:
+    await store.register_worker("dead", NS, Q, "pid@host", {})
+    await store.register_worker("alive", NS, Q, "pid@host", {})
+    await start(store)
+    lease = await poll_one(store, "dead")
+    await complete(store, lease, schedule(), worker="dead")
+    [act] = await store.poll_activity_tasks(NS, Q, "dead", 10)
+    clock.advance(3)
+    await store.heartbeat_worker("alive")
+    reaped = await store.reap(liveness_timeout=2.0)
+    assert reaped.dead_workers == ["dead"] and reaped.released_activities == 1
+    [again] = await store.poll_activity_tasks(NS, Q, "alive", 10)  # no backoff, no timeout wait
+    assert again.seq == act.seq and again.attempt == 2
+    with pytest.raises(LeaseLostError):
+        await store.complete_activity_task(act, "from the dead worker")
+
+
+async def test_sticky_task_waits_briefly_for_the_worker_that_cached_the_run(
+    store: Store, clock: FakeClock
+) -> None:
+    await start(store)
+    lease = await poll_one(store, "w1")
+    await complete(store, lease, cmd.StartTimer(1, 1.0), worker="w1")
+    clock.advance(1)
+    await store.fire_due_timers()
+    assert await store.poll_workflow_tasks(NS, Q, "w2", 10) == []
+    clock.advance(5)  # past the sticky timeout: anyone may take it
+    assert len(await store.poll_workflow_tasks(NS, Q, "w2", 10)) == 1
+
+
+async def test_start_is_idempotent_by_request_id_and_signals_by_request_id(store: Store) -> None:
+    a = await store.start_workflow(StartRequest(NS, "wf", "Agent", Q, [], request_id="req-1"))
+    b = await store.start_workflow(StartRequest(NS, "wf", "Agent", Q, [], request_id="req-1"))
+    assert a.run_id == b.run_id and a.started and not b.started
+    await store.signal_workflow(NS, "wf", None, "s", [1], request_id="sig-1")
+    await store.signal_workflow(NS, "wf", None, "s", [1], request_id="sig-1")
+    signals = [e for e in await store.get_history(a.run_id) if e.type == EventType.WORKFLOW_EXECUTION_SIGNALED]
+    assert len(signals) == 1
+
+
+async def test_unknown_workflow_is_a_clear_error(store: Store) -> None:
+    with pytest.raises(WorkflowNotFoundError, match="'nope' not found"):
+        await store.describe(NS, "nope")
+    with pytest.raises(WorkflowNotFoundError):
+        await store.signal_workflow(NS, "nope", None, "s", [])
+
+
+async def test_failed_operation_leaves_stored_state_untouched(store: Store) -> None:
+    run_id = await start(store)
+    before = await store.get_history(run_id)
+    lease = await poll_one(store)
+    bogus = dataclasses.replace(lease, lease_id="not-mine")
+    with pytest.raises(LeaseLostError):
+        await complete(store, bogus, cmd.CompleteWorkflow(1))
+    assert await store.get_history(run_id) == before
+    assert (await store.describe(NS, "wf")).status == RunStatus.RUNNING
+
+
+async def test_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    s = SQLiteStore(str(path))
+    await s.start()
+    await s.close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations VALUES (999, 'from_the_future', 0)")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(str(path))
+    with pytest.raises(SchemaError, match="newer than this duro"):
+        await s.start()
+    await s.close()
+
+
+async def test_reopening_a_database_keeps_its_data(tmp_path: Path) -> None:
+    path = str(tmp_path / "keep.db")
+    s = SQLiteStore(path)
+    await s.start()
+    run_id = await start(s)
+    await s.close()
+    s = SQLiteStore(path)
+    await s.start()
+    assert (await s.describe(NS, "wf")).run_id == run_id
+    await s.close()
