@@ -74,7 +74,13 @@ async def returns_unserializable() -> object:
     return {"handle": object()}
 
 
-WORKFLOWS = [Desk, calls_unknown_activity, passes_bad_activity_argument, gets_garbage, returns_unserializable]
+WORKFLOWS = [
+    Desk,
+    calls_unknown_activity,
+    passes_bad_activity_argument,
+    gets_garbage,
+    returns_unserializable,
+]
 ACTIVITIES = [file_ticket, returns_garbage]
 
 
@@ -88,7 +94,9 @@ def wid() -> str:
     return f"bad-{uuid.uuid4().hex[:8]}"
 
 
-async def test_unknown_workflow_type_is_refused_by_the_client(client: Client, worker: Worker) -> None:
+async def test_unknown_workflow_type_is_refused_by_the_client(
+    client: Client, worker: Worker
+) -> None:
     with pytest.raises(UnknownWorkflowTypeError, match="'Nope'.*registered types: .*Desk"):
         await client.start_workflow("Nope", id=wid())
     assert await client.list_workflows() == []
@@ -105,7 +113,9 @@ async def test_unknown_workflow_type_started_before_any_worker_fails_its_task_cl
     assert info.status.value == "Running"  # nothing lost: a worker that has it can finish it
 
 
-async def test_unknown_signal_is_refused_and_history_untouched(client: Client, worker: Worker) -> None:
+async def test_unknown_signal_is_refused_and_history_untouched(
+    client: Client, worker: Worker
+) -> None:
     handle = await client.start_workflow(Desk.run, Ticket("a", 1), id=wid())
     with pytest.raises(UnknownHandlerError, match="no signal named 'shut'.*close"):
         await handle.signal("shut")
@@ -147,7 +157,9 @@ async def test_unknown_activity_keeps_retrying_with_a_clear_last_failure(
     client: Client, worker: Worker
 ) -> None:
     handle = await client.start_workflow(calls_unknown_activity, id=wid())
-    info = await _until(handle, lambda i: bool(i.pending_activities and i.pending_activities[0].last_failure))
+    info = await _until(
+        handle, lambda i: bool(i.pending_activities and i.pending_activities[0].last_failure)
+    )
     failure = info.pending_activities[0].last_failure
     assert failure is not None and failure["type"] == "ActivityNotRegistered"
     assert "'no_such_activity' is not registered" in failure["message"]
@@ -162,7 +174,9 @@ async def test_undecodable_activity_argument_is_not_retried(client: Client, work
     assert "argument 'ticket'" in str(cause.cause)
 
 
-async def test_unserializable_activity_result_fails_without_retry(client: Client, worker: Worker) -> None:
+async def test_unserializable_activity_result_fails_without_retry(
+    client: Client, worker: Worker
+) -> None:
     with pytest.raises(WorkflowFailureError) as info:
         await client.execute_workflow(gets_garbage, id=wid())
     cause = info.value.cause
@@ -170,7 +184,9 @@ async def test_unserializable_activity_result_fails_without_retry(client: Client
     assert "cannot encode result of activity 'returns_garbage'" in str(cause.cause)
 
 
-async def test_unserializable_workflow_result_fails_the_run_clearly(client: Client, worker: Worker) -> None:
+async def test_unserializable_workflow_result_fails_the_run_clearly(
+    client: Client, worker: Worker
+) -> None:
     with pytest.raises(WorkflowFailureError, match="cannot encode result of workflow"):
         await client.execute_workflow(returns_unserializable, id=wid())
 

@@ -84,14 +84,19 @@ def test_signature_without_hints_passes_json_through() -> None:
 
 def test_application_error_round_trip_keeps_retry_hints_and_details() -> None:
     err = ApplicationError(
-        "rate limited", {"retry": True}, type="RateLimited", non_retryable=False,
+        "rate limited",
+        {"retry": True},
+        type="RateLimited",
+        non_retryable=False,
         next_retry_delay=timedelta(seconds=3),
     )
     data = loads(dumps(failure_to_dict(err)))
     back = failure_from_dict(data)
     assert isinstance(back, ApplicationError)
     assert (back.type, back.message, back.next_retry_delay) == (
-        "RateLimited", "rate limited", timedelta(seconds=3)
+        "RateLimited",
+        "rate limited",
+        timedelta(seconds=3),
     )
     assert back.details == ({"retry": True},)
 

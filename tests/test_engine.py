@@ -22,11 +22,15 @@ from duro.retry import RetryPolicy
 NOW = 1_000_000.0
 
 
-def run(wt: WorkflowTaskState = WorkflowTaskState.IDLE, status: RunStatus = RunStatus.RUNNING) -> RunRecord:
+def run(
+    wt: WorkflowTaskState = WorkflowTaskState.IDLE, status: RunStatus = RunStatus.RUNNING
+) -> RunRecord:
     return RunRecord("default", "wf", "r1", "Agent", "q", status, 5, wt)
 
 
-def activity_task(attempt: int = 1, policy: RetryPolicy | None = None, s2c: float | None = None) -> ActivityTaskRecord:
+def activity_task(
+    attempt: int = 1, policy: RetryPolicy | None = None, s2c: float | None = None
+) -> ActivityTaskRecord:
     return ActivityTaskRecord(
         task_id=7,
         run_id="r1",
@@ -130,8 +134,11 @@ def test_close_commands_close_the_run_and_ignore_later_commands() -> None:
     assert t.close == RunStatus.COMPLETED and t.result == {"ok": 1}
     assert t.append[-1].type == EventType.WORKFLOW_EXECUTION_COMPLETED and not t.start_timers
     failed = workflow_task.complete_workflow_task(
-        run(WorkflowTaskState.STARTED), [cmd.FailWorkflow({"message": "x"})],
-        has_buffered=False, workflow_time=NOW, now=NOW,
+        run(WorkflowTaskState.STARTED),
+        [cmd.FailWorkflow({"message": "x"})],
+        has_buffered=False,
+        workflow_time=NOW,
+        now=NOW,
     )
     assert failed.close == RunStatus.FAILED and failed.failure == {"message": "x"}
 

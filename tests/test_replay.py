@@ -86,9 +86,13 @@ async def test_changed_activity_names_the_event_and_both_commands(history: list[
     with pytest.raises(NonDeterminismError) as info:
         replay(defn(steps_renamed_activity), history)
     err = info.value
-    recorded = next(e for e in history if e.attrs.get("seq") == 3 and e.type.value == "ActivityTaskScheduled")
+    recorded = next(
+        e for e in history if e.attrs.get("seq") == 3 and e.type.value == "ActivityTaskScheduled"
+    )
     assert err.event_id == recorded.event_id
-    assert err.recorded is not None and "ScheduleActivity(seq=3, activity_type='step'" in err.recorded
+    assert (
+        err.recorded is not None and "ScheduleActivity(seq=3, activity_type='step'" in err.recorded
+    )
     assert err.produced is not None and "activity_type='other_step'" in err.produced
     assert f"event {recorded.event_id}" in str(err) and "workflow.patched" in str(err)
 

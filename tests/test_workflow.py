@@ -212,7 +212,9 @@ async def test_many_signals_while_tasks_are_in_flight_are_all_delivered(
 async def test_durable_sleep_advances_workflow_time(client: Client, worker: Worker) -> None:
     elapsed = await client.execute_workflow(sleeper, 0.2, id=wid())
     assert elapsed >= 0.2
-    handle = client.get_workflow_handle((await client.list_workflows(workflow_type="sleeper"))[0].workflow_id)
+    handle = client.get_workflow_handle(
+        (await client.list_workflows(workflow_type="sleeper"))[0].workflow_id
+    )
     kinds = [e.type.value for e in await handle.fetch_history()]
     assert "TimerStarted" in kinds and "TimerFired" in kinds
 
@@ -236,7 +238,9 @@ async def test_activity_failure_reaches_the_workflow_after_retries(
     assert result == "ValueError after 3: bad x on attempt 3"
 
 
-async def test_failed_workflow_raises_with_cause_at_the_client(client: Client, worker: Worker) -> None:
+async def test_failed_workflow_raises_with_cause_at_the_client(
+    client: Client, worker: Worker
+) -> None:
     handle = await client.start_workflow(raises, id=wid())
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result(timeout=10)
@@ -247,9 +251,8 @@ async def test_failed_workflow_raises_with_cause_at_the_client(client: Client, w
 async def test_random_and_uuid_are_seeded_by_the_run(client: Client, worker: Worker) -> None:
     handle = await client.start_workflow(deterministic_values, id=wid())
     values = await handle.result(timeout=10)
-    from duro.runtime.replay import replay
-
     from duro.definitions import workflow_definition
+    from duro.runtime.replay import replay
 
     defn = workflow_definition(deterministic_values)
     assert defn is not None
@@ -257,7 +260,9 @@ async def test_random_and_uuid_are_seeded_by_the_run(client: Client, worker: Wor
     assert inst.closed and values[2] == handle.id
 
 
-async def test_cancel_raises_cancelled_error_in_the_workflow(client: Client, worker: Worker) -> None:
+async def test_cancel_raises_cancelled_error_in_the_workflow(
+    client: Client, worker: Worker
+) -> None:
     handle = await client.start_workflow(Cancellable.run, id=wid())
     await _wait_for(lambda: _has_timer(handle))
     await handle.cancel("user changed their mind")

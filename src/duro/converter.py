@@ -193,7 +193,7 @@ def failure_from_dict(data: dict[str, Any]) -> Exception:
         )
     if cause is not None and not isinstance(exc, ActivityError):
         exc.__cause__ = cause
-    exc.stack = data.get("stack", "")  # type: ignore[attr-defined]
+    setattr(exc, "stack", data.get("stack", ""))  # noqa: B010 - not every error type declares it
     return exc
 
 

@@ -194,9 +194,10 @@ class Worker:
         self._max_poll_wait = max_poll_wait.total_seconds()
         self._wt_in_flight = 0
         self._act_in_flight = 0
+        self._act_reserved = 0
         self._activity_tasks: dict[int, asyncio.Task[None]] = {}
         self._wt_tasks: set[asyncio.Task[None]] = set()
-        self._run_locks: dict[str, asyncio.Lock] = {}
+        self._run_locks: dict[str, list[Any]] = {}  # run id -> [lock, users]
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
@@ -379,18 +380,22 @@ class Worker:
         store = self.store
         topic = self._act_topic
         while not self._stopping.is_set():
-            free = self._max_act - self._act_in_flight
+            free = self._max_act - self._act_in_flight - self._act_reserved
             if free <= 0:
                 await asyncio.sleep(0.005)
                 continue
             since = {topic: store.version(topic)}
+            want = min(free, 64)
+            self._act_reserved += want  # held while the poll is in flight
             try:
                 leases = await store.poll_activity_tasks(
-                    self.namespace, self.task_queue, self.worker_id, min(free, 64)
+                    self.namespace, self.task_queue, self.worker_id, want
                 )
             except StoreError as e:
                 logger.warning("activity poll failed: %s", e)
                 leases = []
+            finally:
+                self._act_reserved -= want
             for lease in leases:
                 self._spawn_activity(lease)
             if not leases:
@@ -415,20 +420,20 @@ class Worker:
 
     # -- workflow tasks --------------------------------------------------------------------------
 
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        lock = self._run_locks.get(run_id)
-        if lock is None:
-            lock = self._run_locks[run_id] = asyncio.Lock()
-        return lock
-
     async def _workflow_task(self, lease: WorkflowTaskLease) -> None:
-        lock = self._lock(lease.run_id)
-        async with lock:
-            try:
+        # Tasks of one run (a task and an eager hand-off) never advance its instance at once.
+        run_id = lease.run_id
+        entry = self._run_locks.get(run_id)
+        if entry is None:
+            entry = self._run_locks[run_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
                 await self._process_workflow_task(lease)
-            finally:
-                if not lock._waiters:  # type: ignore[attr-defined]
-                    self._run_locks.pop(lease.run_id, None)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._run_locks[run_id]
 
     async def _process_workflow_task(self, lease: WorkflowTaskLease) -> None:
         store = self.store
@@ -460,7 +465,12 @@ class Worker:
             self._cache.evict(run_id)
             await self._fail_workflow_task(lease, e)
             return
-        free_slots = self._max_act - self._act_in_flight if self._activities else 0
+        # Reserve the activity slots offered for eager hand-off so that concurrent tasks
+        # cannot claim more activities than max_concurrent_activities between them.
+        free_slots = max(0, self._max_act - self._act_in_flight - self._act_reserved)
+        if not self._activities:
+            free_slots = 0
+        self._act_reserved += free_slots
         completion = WorkflowTaskCompletion(
             commands=commands,
             workflow_time=lease.started_time,
@@ -473,13 +483,16 @@ class Worker:
         try:
             result = await store.complete_workflow_task(lease, completion)
         except LeaseLostError:
+            self._act_reserved -= free_slots
             self._cache.evict(run_id)
             logger.info("workflow task of run %s was taken over; result dropped", run_id)
             return
         except StoreError as e:
+            self._act_reserved -= free_slots
             self._cache.evict(run_id)
             logger.warning("completing workflow task of run %s failed: %s", run_id, e)
             return
+        self._act_reserved -= free_slots
         if not result.accepted:
             self._cache.evict(run_id)
             return

@@ -52,6 +52,7 @@ __all__ = [
     "WorkflowInfo",
     "defn",
     "execute_activity",
+    "in_workflow",
     "info",
     "logger",
     "now",

@@ -31,7 +31,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
     if request.param == "sqlite":
         s = SQLiteStore(str(tmp_path / "store.db"), clock=clock)
         await s.start()

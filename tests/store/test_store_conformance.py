@@ -36,7 +36,9 @@ def schedule(seq: int = 1, policy: RetryPolicy | None = None) -> cmd.ScheduleAct
     return cmd.ScheduleActivity(seq, "act", [seq], Q, 30.0, (policy or RetryPolicy()).to_dict())
 
 
-async def complete(store: Store, lease: WorkflowTaskLease, *commands: cmd.Command, worker: str = "w1"):  # type: ignore[no-untyped-def]
+async def complete(
+    store: Store, lease: WorkflowTaskLease, *commands: cmd.Command, worker: str = "w1"
+):  # type: ignore[no-untyped-def]
     return await store.complete_workflow_task(
         lease, WorkflowTaskCompletion(list(commands), lease.started_time, worker_id=worker)
     )
@@ -87,8 +89,11 @@ async def test_eager_hand_offs_skip_polls(store: Store) -> None:
     res = await store.complete_workflow_task(
         lease,
         WorkflowTaskCompletion(
-            [schedule(1), schedule(2)], lease.started_time, worker_id="w1",
-            eager_activity_queue=Q, eager_activities=1,
+            [schedule(1), schedule(2)],
+            lease.started_time,
+            worker_id="w1",
+            eager_activity_queue=Q,
+            eager_activities=1,
         ),
     )
     assert [a.seq for a in res.activity_leases] == [1]  # limited to the free slots
@@ -209,7 +214,11 @@ async def test_start_is_idempotent_by_request_id_and_signals_by_request_id(store
     assert a.run_id == b.run_id and a.started and not b.started
     await store.signal_workflow(NS, "wf", None, "s", [1], request_id="sig-1")
     await store.signal_workflow(NS, "wf", None, "s", [1], request_id="sig-1")
-    signals = [e for e in await store.get_history(a.run_id) if e.type == EventType.WORKFLOW_EXECUTION_SIGNALED]
+    signals = [
+        e
+        for e in await store.get_history(a.run_id)
+        if e.type == EventType.WORKFLOW_EXECUTION_SIGNALED
+    ]
     assert len(signals) == 1
 
 

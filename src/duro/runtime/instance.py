@@ -71,7 +71,8 @@ class WorkflowInstance:
     def __init__(self, defn: WorkflowDefinition, info: WorkflowInfo) -> None:
         self.defn = defn
         self.info = info
-        self.loop = WorkflowEventLoop(self)
+        # typeshed marks every loop method abstract; asyncio itself does not.
+        self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         self.workflow_time = info.start_time.timestamp()
         self.replaying = False
         self.last_event_id = 0

@@ -73,7 +73,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
     # -- scheduling ------------------------------------------------------------------------------
 
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -83,7 +83,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -91,7 +91,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Handle:
         raise RuntimeError("workflow code cannot use threads; move this into an activity")
 
-    def call_later(
+    def call_later(  # type: ignore[override]
         self,
         delay: float,
         callback: Callable[..., object],
@@ -100,7 +100,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.TimerHandle:
         return self._instance._start_timer(max(0.0, float(delay)), callback, args, context)
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., object],
@@ -161,7 +161,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
             f"workflow code cannot use {what}: it is not deterministic; move it into an activity"
         )
 
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:  # type: ignore[override]
         return self._refuse("run_in_executor (threads)")
 
     def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:

@@ -8,7 +8,8 @@ topic has a version counter; a poller reads the versions before it queries and t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
 
 
 class Notifier:
@@ -38,7 +39,7 @@ class Notifier:
                     fut.set_result(None)
 
     async def wait(
-        self, topics: Iterable[Hashable], since: dict[Hashable, int], timeout: float
+        self, topics: Iterable[Hashable], since: Mapping[Any, int], timeout: float
     ) -> None:
         """Return when any topic's version passed ``since``, or after ``timeout`` seconds."""
         topics = list(topics)

@@ -7,7 +7,7 @@ and guarding the run with an optimistic check on ``next_event_id``. Times are th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -160,7 +160,7 @@ class Store(Protocol):
     def version(self, topic: Hashable) -> int: ...
 
     async def wait_for(
-        self, topics: Iterable[Hashable], since: dict[Hashable, int], timeout: float
+        self, topics: Iterable[Hashable], since: Mapping[Any, int], timeout: float
     ) -> None: ...
 
     # -- starting and external requests ----------------------------------------------------------

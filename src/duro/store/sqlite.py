@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -289,7 +289,7 @@ class SQLiteStore:
         return self._notifier.version(topic)
 
     async def wait_for(
-        self, topics: Iterable[Hashable], since: dict[Hashable, int], timeout: float
+        self, topics: Iterable[Hashable], since: Mapping[Any, int], timeout: float
     ) -> None:
         await self._notifier.wait(topics, since, timeout)
 

@@ -1,0 +1,88 @@
+"""Pin the public surface: what users import from duro, duro.workflow and duro.activity."""
+
+import duro
+import duro.activity
+import duro.workflow
+
+
+def test_duro_exports() -> None:
+    assert sorted(duro.__all__) == sorted(
+        [
+            "ActivityError",
+            "ApplicationError",
+            "Client",
+            "DuroError",
+            "Event",
+            "EventType",
+            "IdConflictPolicy",
+            "IdReusePolicy",
+            "NonDeterminismError",
+            "PayloadDecodeError",
+            "PayloadEncodeError",
+            "QueryError",
+            "RetryPolicy",
+            "RunStatus",
+            "TimeoutError",
+            "UnknownHandlerError",
+            "UnknownWorkflowTypeError",
+            "Worker",
+            "WorkerStatistics",
+            "WorkflowAlreadyStartedError",
+            "WorkflowClosedError",
+            "WorkflowExecution",
+            "WorkflowFailureError",
+            "WorkflowHandle",
+            "WorkflowNotFoundError",
+            "__version__",
+        ]
+    )
+    for name in duro.__all__:
+        assert hasattr(duro, name), name
+
+
+def test_workflow_exports() -> None:
+    assert sorted(duro.workflow.__all__) == [
+        "ActivityHandle",
+        "WorkflowInfo",
+        "defn",
+        "execute_activity",
+        "in_workflow",
+        "info",
+        "logger",
+        "now",
+        "query",
+        "random",
+        "run",
+        "signal",
+        "sleep",
+        "start_activity",
+        "uuid4",
+        "wait_condition",
+    ]
+    for name in duro.workflow.__all__:
+        assert hasattr(duro.workflow, name), name
+
+
+def test_activity_exports() -> None:
+    assert sorted(duro.activity.__all__) == [
+        "ActivityInfo",
+        "defn",
+        "heartbeat",
+        "in_activity",
+        "info",
+        "is_cancelled",
+    ]
+
+
+def test_no_private_names_leak() -> None:
+    for module in (duro, duro.workflow, duro.activity):
+        assert not [n for n in module.__all__ if n.startswith("_") and n != "__version__"]
+
+
+def test_workflow_functions_fail_clearly_outside_a_workflow() -> None:
+    import pytest
+
+    with pytest.raises(RuntimeError, match="not in workflow code"):
+        duro.workflow.now()
+    with pytest.raises(RuntimeError, match="not in an activity"):
+        duro.activity.info()
