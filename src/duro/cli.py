@@ -29,13 +29,13 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console, RenderableType
 
-from duro import _cli_render as render
 from duro import __version__
+from duro import _cli_render as render
 from duro.client import DEFAULT_DB, Client, WorkflowHandle
 from duro.definitions import activity_definition, workflow_definition
 from duro.errors import DuroError, WorkflowFailureError
@@ -43,10 +43,9 @@ from duro.history import Event, RunStatus
 from duro.store.protocol import ExecutionInfo
 from duro.worker import Worker
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "load_target", "main"]
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILURE = 1
 """The request reached duro and failed (unknown workflow, run failed, bad JSON...)."""
@@ -57,11 +56,21 @@ EXIT_INTERRUPTED = 130
 
 
 class CliError(click.ClickException):
-    """An expected failure: one line on stderr and an exit code, never a traceback."""
+    """An expected failure: one line on stderr and exit code 1, never a traceback."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_FAILURE
+
+
+class TargetError(CliError):
+    """The worker's TARGET cannot be loaded or registers nothing: a usage error (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(CliError):
+    """Ctrl-C while a command waited."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 # -- shared options and plumbing ------------------------------------------------------------------
@@ -75,7 +84,7 @@ class Connection:
     namespace: str
 
 
-def connection_options(fn: F) -> F:
+def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--db`` and ``--namespace`` and pass them on as one ``conn: Connection``.
 
     On every leaf command rather than on the group, so that options can follow the command
@@ -95,7 +104,7 @@ def connection_options(fn: F) -> F:
     def wrapper(*args: Any, db: str, namespace: str, **kwargs: Any) -> Any:
         return fn(*args, conn=Connection(db, namespace), **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (pipeable).")
@@ -113,10 +122,23 @@ async def _connect(conn: Connection) -> Client:
     try:
         return await Client.connect(conn.db, namespace=conn.namespace)
     except (ValueError, OSError, DuroError) as e:
-        raise CliError(f"cannot open database {conn.db!r}: {e}") from e
+        raise CliError(f"cannot open database {_redacted(conn.db)!r}: {e}") from e
 
 
-def run(conn: Connection, action: Callable[[Client], Awaitable[T]]) -> T:
+def _redacted(url: str) -> str:
+    """``postgresql://app:secret@db/duro`` -> ``postgresql://app:***@db/duro``.
+
+    Database URLs end up in terminals and logs (the worker's banner, error messages).
+    """
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
+def _run(conn: Connection, action: Callable[[Client], Awaitable[T]]) -> T:
     """Connect, await ``action(client)``, close; turn expected errors into ``CliError``.
 
     ``DuroError`` and ``TimeoutError`` are the errors duro raises on purpose; anything else is
@@ -135,10 +157,10 @@ def run(conn: Connection, action: Callable[[Client], Awaitable[T]]) -> T:
     except (DuroError, TimeoutError) as e:
         raise CliError(str(e)) from e
     except KeyboardInterrupt:
-        raise CliError("interrupted", EXIT_INTERRUPTED) from None
+        raise Interrupted("interrupted") from None
 
 
-def parse_json(text: str, option: str) -> Any:
+def _parse_json(text: str, option: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -148,19 +170,19 @@ def parse_json(text: str, option: str) -> Any:
         ) from None
 
 
-def parse_args(inputs: tuple[str, ...], args_json: str | None = None) -> list[Any]:
+def _parse_args(inputs: tuple[str, ...], args_json: str | None = None) -> list[Any]:
     """The call's arguments: one JSON value per ``--input``, or one JSON list in ``--args``."""
     if args_json is not None:
         if inputs:
             raise click.UsageError("give the arguments with --input or with --args, not both")
-        value = parse_json(args_json, "--args")
+        value = _parse_json(args_json, "--args")
         if not isinstance(value, list):
             raise CliError(f"--args must be a JSON list, got {render.compact(value)}")
         return value
-    return [parse_json(text, "--input") for text in inputs]
+    return [_parse_json(text, "--input") for text in inputs]
 
 
-def echo_json(value: Any) -> None:
+def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
@@ -169,17 +191,19 @@ PIPE_WIDTH = 160
 stays one line for ``grep``, unless ``$COLUMNS`` says otherwise."""
 
 
-def echo_rich(renderable: RenderableType) -> None:
+def _echo_rich(renderable: RenderableType) -> None:
     # A new console each time: it writes to whatever sys.stdout is now (CliRunner swaps it), and
     # rich drops colours by itself when stdout is not a terminal.
     console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    if "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
-    console.print(renderable)
-
-
-def exit_with(code: int) -> NoReturn:
-    raise SystemExit(code)
+    with console.capture() as captured:
+        console.print(renderable)
+    # Tables pad every cell to its column's width; trailing blanks only get in a pipe's way.
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 # -- root -----------------------------------------------------------------------------------------
@@ -225,8 +249,8 @@ def start_cmd(
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Start a run of workflow TYPE (by its registered name)."""
-    args = parse_args(inputs, args_json)
+    """Start a run of workflow TYPE (its registered name)."""
+    args = _parse_args(inputs, args_json)
 
     async def action(client: Client) -> tuple[str, ExecutionInfo | None]:
         handle = await client.start_workflow(
@@ -235,13 +259,13 @@ def start_cmd(
         assert handle.run_id is not None
         if not as_json:
             click.echo(f"workflow id: {handle.id}\nrun id:      {handle.run_id}")
-        return handle.run_id, (await wait_closed(handle, timeout) if wait else None)
+        return handle.run_id, (await _wait_closed(handle, timeout) if wait else None)
 
-    run_id, closed = run(conn, action)
+    run_id, closed = _run(conn, action)
     if closed is not None:
-        exit_with(print_outcome(closed, as_json))
+        sys.exit(_print_outcome(closed, as_json))
     if as_json:
-        echo_json({"workflow_id": workflow_id, "run_id": run_id})
+        _echo_json({"workflow_id": workflow_id, "run_id": run_id})
 
 
 @workflow.command("result")
@@ -253,15 +277,18 @@ def start_cmd(
 def result_cmd(
     conn: Connection, workflow_id: str, run_id: str | None, timeout: float | None, as_json: bool
 ) -> None:
-    """Wait for a run to close; print its result, or its failure and exit 1."""
+    """Wait for a run to close; print its result.
+
+    Exits 1 after printing the failure if the run failed, was canceled or was terminated.
+    """
 
     async def action(client: Client) -> ExecutionInfo:
-        return await wait_closed(client.get_workflow_handle(workflow_id, run_id=run_id), timeout)
+        return await _wait_closed(client.get_workflow_handle(workflow_id, run_id=run_id), timeout)
 
-    exit_with(print_outcome(run(conn, action), as_json))
+    sys.exit(_print_outcome(_run(conn, action), as_json))
 
 
-async def wait_closed(handle: WorkflowHandle, timeout: float | None) -> ExecutionInfo:
+async def _wait_closed(handle: WorkflowHandle, timeout: float | None) -> ExecutionInfo:
     """Wait for the run to close and return its final state.
 
     The run id is pinned first so that the outcome printed is the one of the run we waited on.
@@ -277,7 +304,7 @@ async def wait_closed(handle: WorkflowHandle, timeout: float | None) -> Executio
     return await handle.describe()
 
 
-def print_outcome(info: ExecutionInfo, as_json: bool) -> int:
+def _print_outcome(info: ExecutionInfo, as_json: bool) -> int:
     """Print a closed run's result (stdout) or failure (stderr); return the exit code."""
     ok = info.status == RunStatus.COMPLETED
     if as_json:
@@ -287,13 +314,14 @@ def print_outcome(info: ExecutionInfo, as_json: bool) -> int:
             "status": info.status.value,
         }
         data.update({"result": info.result} if ok else {"failure": info.failure})
-        echo_json(data)
+        _echo_json(data)
     elif ok:
         click.echo(json.dumps(info.result, default=str, ensure_ascii=False))
     else:
+        why = f": {render.failure_text(info.failure)}" if info.failure else ""
         click.echo(
             f"Error: workflow {info.workflow_id!r} (run {info.run_id}) "
-            f"{info.status.value.lower()}: {render.failure_text(info.failure)}",
+            f"{info.status.value.lower()}{why}",
             err=True,
         )
     return 0 if ok else EXIT_FAILURE
@@ -320,13 +348,13 @@ def list_cmd(
     async def action(client: Client) -> list[ExecutionInfo]:
         return await client.list_workflows(workflow_type=workflow_type, status=status, limit=limit)
 
-    infos = run(conn, action)
+    infos = _run(conn, action)
     if as_json:
-        echo_json([render.execution_json(info) for info in infos])
+        _echo_json([render.execution_json(info) for info in infos])
     elif not infos:
         click.echo("No workflows found.")
     else:
-        echo_rich(render.executions_table(infos))
+        _echo_rich(render.executions_table(infos))
 
 
 @workflow.command("describe")
@@ -335,16 +363,20 @@ def list_cmd(
 @json_option
 @connection_options
 def describe_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json: bool) -> None:
-    """Show a run's state: status, result or failure, and what it is waiting on."""
+    """Show a run's state and what it waits on.
+
+    Status, times, result or failure, a failing workflow task, and the pending activities
+    (attempt, next retry, last failure) and timers: what an operator asks of a stuck run.
+    """
 
     async def action(client: Client) -> ExecutionInfo:
         return await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
 
-    info = run(conn, action)
+    info = _run(conn, action)
     if as_json:
-        echo_json(render.execution_json(info, detail=True))
+        _echo_json(render.execution_json(info, detail=True))
     else:
-        echo_rich(render.describe_view(info))
+        _echo_rich(render.describe_view(info))
 
 
 @workflow.command("show")
@@ -353,18 +385,22 @@ def describe_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json
 @click.option("--json", "as_json", is_flag=True, help="Export the history as JSON.")
 @connection_options
 def show_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json: bool) -> None:
-    """Show a run's history, event by event (--json: the export ``duro replay`` reads)."""
+    """Show a run's history, event by event.
+
+    With --json, print the export that replay checks read: {"workflow_id", "run_id",
+    "events": [...]}.
+    """
 
     async def action(client: Client) -> tuple[ExecutionInfo, list[Event]]:
         info = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
         return info, await client.store.get_history(info.run_id)
 
-    info, events = run(conn, action)
+    info, events = _run(conn, action)
     if as_json:
-        echo_json(render.history_json(info.workflow_id, info.run_id, events))
+        _echo_json(render.history_json(info.workflow_id, info.run_id, events))
     else:
         title = f"{info.workflow_id}  run {info.run_id}  {info.workflow_type}  {info.status.value}"
-        echo_rich(render.history_table(events, title))
+        _echo_rich(render.history_table(events, title))
 
 
 # -- workflow signal / query / cancel / terminate -------------------------------------------------
@@ -386,13 +422,13 @@ def signal_cmd(
     request_id: str | None,
 ) -> None:
     """Send signal NAME to a running workflow."""
-    args = parse_args(inputs)
+    args = _parse_args(inputs)
 
     async def action(client: Client) -> None:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         await handle.signal(name, *args, request_id=request_id)
 
-    run(conn, action)
+    _run(conn, action)
     click.echo(f"Signaled {name!r} to workflow {workflow_id!r}.")
 
 
@@ -411,14 +447,17 @@ def query_cmd(
     run_id: str | None,
     timeout: float,
 ) -> None:
-    """Ask a workflow query NAME (answered by a worker) and print the answer as JSON."""
-    args = parse_args(inputs)
+    """Query a run; print the answer as JSON.
+
+    A worker of the run's queue answers from the run's state; history is not touched.
+    """
+    args = _parse_args(inputs)
 
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.query(name, *args, timeout=timeout)
 
-    echo_json(run(conn, action))
+    _echo_json(_run(conn, action))
 
 
 @workflow.command("cancel")
@@ -427,12 +466,16 @@ def query_cmd(
 @click.option("--reason", default="", help="Recorded in history.")
 @connection_options
 def cancel_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason: str) -> None:
-    """Ask a run to cancel: its code sees the cancellation and may clean up."""
+    """Ask a run to cancel (its code may clean up).
+
+    Unlike terminate, the workflow code sees the cancellation at its await points and decides
+    how to close, e.g. by compensating what it already did.
+    """
 
     async def action(client: Client) -> None:
         await client.get_workflow_handle(workflow_id, run_id=run_id).cancel(reason)
 
-    run(conn, action)
+    _run(conn, action)
     click.echo(f"Requested cancellation of workflow {workflow_id!r}.")
 
 
@@ -447,7 +490,7 @@ def terminate_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason
     async def action(client: Client) -> None:
         await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
 
-    run(conn, action)
+    _run(conn, action)
     click.echo(f"Terminated workflow {workflow_id!r}.")
 
 
@@ -476,17 +519,18 @@ def worker_cmd(
     max_concurrent_workflow_tasks: int | None,
     log_level: str,
 ) -> None:
-    """Run the workflows and activities of TARGET until SIGINT or SIGTERM.
+    """Run the workflows and activities of TARGET.
 
-    TARGET is a module (``package.module``: every workflow and activity in it is registered)
-    or ``package.module:OBJ``, where OBJ is a list of workflows and activities or a function
-    returning one. The current directory is importable.
+    TARGET is a module (package.module: every workflow and activity in it is registered) or
+    package.module:OBJ, where OBJ is a list of workflows and activities or a function returning
+    one. The current directory is importable. Runs until SIGINT or SIGTERM, then finishes
+    in-flight work and exits 0; a second signal stops at once.
     """
+    workflows, activities = load_target(target)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    workflows, activities = load_target(target)
-    limits: dict[str, int] = {}
+    limits: dict[str, Any] = {}  # only what was given: the worker owns the defaults
     if max_concurrent_activities is not None:
         limits["max_concurrent_activities"] = max_concurrent_activities
     if max_concurrent_workflow_tasks is not None:
@@ -503,18 +547,18 @@ def worker_cmd(
                 **limits,
             )
         except (TypeError, ValueError) as e:
-            raise CliError(f"cannot start the worker: {e}", EXIT_USAGE) from None
+            raise TargetError(f"cannot start the worker: {e}") from None
         names = [_registered_name(x) for x in [*workflows, *activities]]
         click.echo(
             f"duro worker {worker.identity} polling queue {task_queue!r} of namespace "
-            f"{conn.namespace!r} ({client.store.url}): {', '.join(names)}"
+            f"{conn.namespace!r} ({_redacted(client.store.url)}): {', '.join(names)}"
         )
-        return await serve(worker)
+        return await _serve(worker)
 
-    exit_with(run(conn, action))
+    sys.exit(_run(conn, action))
 
 
-async def serve(worker: Worker) -> int:
+async def _serve(worker: Worker) -> int:
     """Run ``worker`` until a signal; the first SIGINT/SIGTERM drains, a second one forces.
 
     The handlers go through the loop (``add_signal_handler``) so that stopping is an ordinary
@@ -558,7 +602,7 @@ def load_target(target: str) -> tuple[list[Any], list[Any]]:
     """Import TARGET and return its ``(workflows, activities)``; exit 2 with a reason if not."""
     module_name, _, attr = target.partition(":")
     if not module_name or (":" in target and not attr):
-        raise CliError(f"bad worker target {target!r}: expected package.module[:OBJ]", EXIT_USAGE)
+        raise TargetError(f"bad worker target {target!r}: expected package.module[:OBJ]")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -566,24 +610,22 @@ def load_target(target: str) -> tuple[list[Any], list[Any]]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise CliError(
+            raise TargetError(
                 f"cannot import {module_name!r}: no module named {e.name!r} (searched the "
-                f"current directory {cwd} and the installed packages)",
-                EXIT_USAGE,
+                f"current directory {cwd} and the installed packages)"
             ) from None
-        raise CliError(f"cannot import {module_name!r}: {e}", EXIT_USAGE) from None
+        raise TargetError(f"cannot import {module_name!r}: {e}") from None
     except Exception as e:
-        raise CliError(f"importing {module_name!r} failed: {_exc_line(e)}", EXIT_USAGE) from None
+        raise TargetError(f"importing {module_name!r} failed: {_exc_line(e)}") from None
 
     if not attr:
         found = _split(list(vars(module).values()), strict=False)
     else:
         found = _split(_resolve_attr(module, module_name, attr), strict=True)
     if not found[0] and not found[1]:
-        raise CliError(
+        raise TargetError(
             f"no workflows or activities found in {target!r}: decorate them with "
-            "@workflow.defn / @activity.defn",
-            EXIT_USAGE,
+            "@workflow.defn / @activity.defn"
         )
     return found
 
@@ -592,7 +634,7 @@ def _resolve_attr(module: Any, module_name: str, attr: str) -> list[Any]:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise CliError(f"module {module_name!r} has no attribute {attr!r}", EXIT_USAGE)
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if workflow_definition(obj) is not None or activity_definition(obj) is not None:
         return [obj]
@@ -600,12 +642,11 @@ def _resolve_attr(module: Any, module_name: str, attr: str) -> list[Any]:
         try:
             obj = obj()
         except Exception as e:
-            raise CliError(f"calling {attr}() failed: {_exc_line(e)}", EXIT_USAGE) from None
+            raise TargetError(f"calling {attr}() failed: {_exc_line(e)}") from None
     if not isinstance(obj, list | tuple):
-        raise CliError(
+        raise TargetError(
             f"{module_name}:{attr} must be a list of workflows and activities (or a function "
-            f"returning one), got {type(obj).__name__}",
-            EXIT_USAGE,
+            f"returning one), got {type(obj).__name__}"
         )
     return list(obj)
 
@@ -624,7 +665,7 @@ def _split(objects: list[Any], *, strict: bool) -> tuple[list[Any], list[Any]]:
         elif activity_definition(obj) is not None:
             activities.append(obj)
         elif strict:
-            raise CliError(f"{obj!r} is neither a workflow nor an activity", EXIT_USAGE)
+            raise TargetError(f"{obj!r} is neither a workflow nor an activity")
     return workflows, activities
 
 
