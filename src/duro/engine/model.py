@@ -35,6 +35,10 @@ class RunRecord:
     next_event_id: int
     wt_state: WorkflowTaskState
     wt_attempt: int = 1
+    sticky_worker: str | None = None
+    """Store bookkeeping: the worker that cached the run (its next task waits for it)."""
+    has_buffered: bool = False
+    """Store bookkeeping: input events are buffered for the task in flight."""
 
 
 @dataclass(slots=True)

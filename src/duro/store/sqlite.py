@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import sqlite3
 import threading
@@ -31,7 +32,13 @@ from duro.engine import requests as request_rules
 from duro.engine import start as start_rules
 from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
-from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
+from duro.engine.model import (
+    ActivitySpec,
+    ActivityTaskRecord,
+    RunRecord,
+    Transition,
+    WorkflowTaskState,
+)
 from duro.engine.start import StartDecision, StartRequest
 from duro.errors import (
     ConcurrencyConflictError,
@@ -67,8 +74,13 @@ QUERY_LEASE = 10.0
 _EVENT_TYPES = {t.value: t for t in EventType}
 
 
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """Unique lease / run ids: a per-process random prefix and a counter (cheaper than uuid4)."""
+    return f"{_ID_PREFIX}{next(_id_counter):x}"
 
 
 @dataclass
@@ -81,6 +93,17 @@ class _Tx:
 
 
 _Op = Callable[..., Any]
+
+
+def _connect(path: str, synchronous: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # Wait for other processes' writes (while migrating; the loop runner then sets 0).
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
 
 
 class _Writer(threading.Thread):
@@ -101,18 +124,9 @@ class _Writer(threading.Thread):
         self.conn: sqlite3.Connection | None = None
         self._data_version = -1
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")  # wait for other processes' writes
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA foreign_keys = OFF")
-        conn.execute("PRAGMA cache_size = -65536")
-        return conn
-
     def run(self) -> None:
         try:
-            self.conn = self._connect()
+            self.conn = _connect(self.path, self.synchronous, busy_timeout_ms=30000)
             migrate.migrate_sqlite(self.conn)
             self._data_version = self._read_data_version()
         except BaseException as e:  # reported to open()
@@ -156,39 +170,129 @@ class _Writer(threading.Thread):
             self._data_version = version
             self.store._post_notify_all()
 
-    def _run_batch(
-        self,
-        conn: sqlite3.Connection,
-        batch: list[tuple[_Op, tuple[Any, ...], asyncio.Future[Any], bool]],
-    ) -> None:
-        readonly = all(ro for _, _, _, ro in batch)
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        notes: set[Hashable] = set()
-        try:
-            conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
-            now = self.store.now()
-            for fn, args, fut, _ in batch:
-                tx = _Tx(conn, now)
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = fn(tx, *args)
-                except BaseException as e:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((fut, None, e))
-                else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((fut, result, None))
-                    notes |= tx.notes
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        while True:
+            done = _execute_batch(self.store, conn, batch)
+            if done is not None:
+                self.store._post_results(*done)
+                return
+
+
+_Item = tuple[_Op, tuple[Any, ...], "asyncio.Future[Any]", bool]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
+
+
+def _execute_batch(
+    store: SQLiteStore, conn: sqlite3.Connection, batch: list[_Item]
+) -> tuple[list[_Outcome], set[Hashable]] | None:
+    """Run queued operations in one transaction, each in its own savepoint (group commit).
+
+    Returns None when another process holds the write lock, so the caller retries later.
+    """
+    readonly = all(ro for _, _, _, ro in batch)
+    try:
+        conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        if _is_busy(e):
+            return None
+        raise
+    outcomes: list[_Outcome] = []
+    notes: set[Hashable] = set()
+    try:
+        now = store.now()
+        for fn, args, fut, _ in batch:
+            tx = _Tx(conn, now)
+            conn.execute("SAVEPOINT op")
+            try:
+                result = fn(tx, *args)
+            except BaseException as e:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((fut, None, e))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append((fut, result, None))
+                notes |= tx.notes
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if _is_busy(e):
+            return None
+        err = StoreError(f"SQLite transaction failed: {e}")
+        err.__cause__ = e
+        return [(fut, None, err) for _, _, fut, _ in batch], set()
+    return outcomes, notes
+
+
+class _LoopRunner:
+    """Runs operations on the event loop thread itself, batching those queued in one turn.
+
+    No thread hop and no GIL hand-off per operation: an operation is queued, and one callback
+    per loop turn commits everything queued so far in one transaction (group commit). When
+    another process holds the write lock, the batch is retried a moment later instead of
+    blocking the loop. Idle, it polls ``PRAGMA data_version`` to notice other processes'
+    commits.
+    """
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, watch_interval: float):
+        self.store = store
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        self.pending: list[_Item] = []
+        self.scheduled = False
+        self.busy_retries = 0
+        self.watch_interval = watch_interval
+        self.closed = False
+        self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        self._watch_handle = self.loop.call_later(watch_interval, self._watch)
+
+    def submit(self, item: _Item) -> None:
+        self.pending.append(item)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        done = _execute_batch(self.store, self.conn, batch)
+        if done is None:  # locked by another process: retry soon, without blocking the loop
+            self.pending = batch + self.pending
+            self.busy_retries += 1
+            self.scheduled = True
+            self.loop.call_later(min(0.001 * self.busy_retries, 0.05), self._flush)
+            return
+        self.busy_retries = 0
+        self.store._deliver(*done)
+        self._check_foreign_commits()
+
+    def _check_foreign_commits(self) -> None:
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._data_version:
+            self._data_version = version
+            self.store._notifier.notify_all()
+
+    def _watch(self) -> None:
+        if self.closed:
+            return
+        if not self.scheduled:
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            err = StoreError(f"SQLite transaction failed: {e}")
-            err.__cause__ = e
-            outcomes = [(fut, None, err) for _, _, fut, _ in batch]
-            notes = set()
-        self.store._post_results(outcomes, notes)
+                self._check_foreign_commits()
+        self._watch_handle = self.loop.call_later(self.watch_interval, self._watch)
+
+    def close(self) -> None:
+        self.closed = True
+        self._watch_handle.cancel()
+        if self.pending:
+            self._flush()
+        self.conn.close()
 
 
 class SQLiteStore:
@@ -201,6 +305,7 @@ class SQLiteStore:
         clock: Callable[[], float] = time.time,
         synchronous: str = "NORMAL",
         watch_interval: float = 0.005,
+        thread: bool = False,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"unknown SQLite synchronous mode {synchronous!r}")
@@ -209,7 +314,10 @@ class SQLiteStore:
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._notifier = Notifier()
-        self._writer = _Writer(self, path, synchronous.upper(), watch_interval)
+        self._synchronous = synchronous.upper()
+        self._watch_interval = watch_interval
+        self._writer = _Writer(self, path, self._synchronous, watch_interval) if thread else None
+        self._runner: _LoopRunner | None = None
         self._closed = False
 
     @classmethod
@@ -223,6 +331,18 @@ class SQLiteStore:
         self._loop = asyncio.get_running_loop()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self._writer is None:
+            try:
+                conn = _connect(self.path, self._synchronous, busy_timeout_ms=30000)
+                migrate.migrate_sqlite(conn)
+            except StoreError:
+                raise
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot open SQLite database {self.path!r}: {e}") from e
+            # Operations never wait on the lock inside SQLite: the runner retries instead.
+            conn.execute("PRAGMA busy_timeout = 0")
+            self._runner = _LoopRunner(self, conn, self._watch_interval)
+            return
         self._writer.start()
         await asyncio.to_thread(self._writer.ready.wait)
         if self._writer.startup_error is not None:
@@ -238,8 +358,12 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        self._writer.ops.put(None)
-        await asyncio.to_thread(self._writer.join)
+        if self._runner is not None:
+            self._runner.close()
+            return
+        if self._writer is not None:
+            self._writer.ops.put(None)
+            await asyncio.to_thread(self._writer.join)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -249,7 +373,11 @@ class SQLiteStore:
         loop = self._loop
         assert loop is not None, "store used before start()"
         fut: asyncio.Future[T] = loop.create_future()
-        self._writer.ops.put((fn, args, fut, readonly))
+        if self._runner is not None:
+            self._runner.submit((fn, args, fut, readonly))
+        else:
+            assert self._writer is not None
+            self._writer.ops.put((fn, args, fut, readonly))
         return await fut
 
     def _post_results(
@@ -491,8 +619,9 @@ def sqlite_path(url: str) -> str:
 
 _RUN_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, next_event_id, "
-    "wt_state, wt_attempt"
+    "wt_state, wt_attempt, sticky_worker, buffered"
 )
+_RUN_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in _RUN_COLUMNS.split(","))
 
 
 def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
@@ -506,6 +635,8 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         next_event_id=row[6],
         wt_state=WorkflowTaskState(row[7]),
         wt_attempt=row[8],
+        sticky_worker=row[9],
+        has_buffered=bool(row[10]),
     )
 
 
@@ -538,17 +669,41 @@ def _find_run(
     return _run_from_row(row)
 
 
-def _apply(tx: _Tx, run: RunRecord, t: Transition) -> int:
-    """Persist a transition; returns the run's new next_event_id."""
+@dataclass
+class _Claims:
+    """Work to hand to the calling worker inside the same transaction (no later poll)."""
+
+    worker_id: str
+    activity_queue: str | None = None
+    max_activities: int = 0
+    workflow_task: bool = False
+    cached_upto: Callable[[str], int] | None = None
+    activity_leases: list[ActivityTaskLease] = field(default_factory=list)
+    workflow_lease: WorkflowTaskLease | None = None
+
+
+def _apply(
+    tx: _Tx,
+    run: RunRecord,
+    t: Transition,
+    claims: _Claims | None = None,
+    sticky_worker: str | None = None,
+) -> int:
+    """Persist a transition; returns the run's new next_event_id.
+
+    Invariant: one UPDATE of the executions row, guarded by the next_event_id read in the same
+    transaction, accompanies every append (optimistic concurrency for multi-writer stores).
+    """
     conn, now = tx.conn, tx.now
     events = list(t.append)
-    if t.flush_buffer:
+    flushed = False
+    if t.flush_buffer and run.has_buffered:
         rows = conn.execute(
             "SELECT type, attrs FROM buffered_events WHERE run_id = ? ORDER BY seq", (run.run_id,)
         ).fetchall()
-        if rows:
-            conn.execute("DELETE FROM buffered_events WHERE run_id = ?", (run.run_id,))
-            events.extend(NewEvent(_EVENT_TYPES[r[0]], loads(r[1])) for r in rows)
+        conn.execute("DELETE FROM buffered_events WHERE run_id = ?", (run.run_id,))
+        events.extend(NewEvent(_EVENT_TYPES[r[0]], loads(r[1])) for r in rows)
+        flushed = True
     events.extend(t.append_after)
     next_id = run.next_event_id
     if events:
@@ -563,6 +718,16 @@ def _apply(tx: _Tx, run: RunRecord, t: Transition) -> int:
     wt_state = t.wt_state if t.wt_state is not None else run.wt_state
     if t.close is not None:
         wt_state = WorkflowTaskState.IDLE
+    visible = t.wt_visible_at if t.wt_visible_at is not None else now
+    claim_wt = (
+        claims is not None
+        and claims.workflow_task
+        and t.close is None
+        and t.wt_state == WorkflowTaskState.SCHEDULED
+        and visible <= now
+    )
+    if claim_wt:
+        wt_state = WorkflowTaskState.STARTED
     sets = ["next_event_id = ?", "wt_state = ?"]
     params: list[Any] = [new_next, int(wt_state)]
     if t.wt_attempt is not None:
@@ -573,8 +738,18 @@ def _apply(tx: _Tx, run: RunRecord, t: Transition) -> int:
     if t.wt_failure is not None:
         sets.append("wt_failure = ?")
         params.append(dumps(t.wt_failure))
+    if sticky_worker is not None:
+        sets.append("sticky_worker = ?")
+        params.append(sticky_worker)
+        run.sticky_worker = sticky_worker
+    if t.buffer and not run.has_buffered:
+        sets.append("buffered = 1")
+        run.has_buffered = True
+    elif flushed and not t.buffer:
+        sets.append("buffered = 0")
+        run.has_buffered = False
     if t.close is not None:
-        sets += ["status = ?", "close_time = ?", "result = ?", "failure = ?"]
+        sets += ["status = ?", "close_time = ?", "result = ?", "failure = ?", "buffered = 0"]
         params += [
             t.close.value,
             now,
@@ -598,62 +773,18 @@ def _apply(tx: _Tx, run: RunRecord, t: Transition) -> int:
         run.status = t.close
         conn.execute("DELETE FROM tasks WHERE run_id = ?", (run.run_id,))
         conn.execute("DELETE FROM timers WHERE run_id = ?", (run.run_id,))
-        conn.execute("DELETE FROM buffered_events WHERE run_id = ?", (run.run_id,))
+        if run.has_buffered:
+            conn.execute("DELETE FROM buffered_events WHERE run_id = ?", (run.run_id,))
+            run.has_buffered = False
         tx.notes.add(("closed", run.run_id))
         tx.notes.add(("closed", run.namespace, run.workflow_id))
         return new_next
     if t.wt_state == WorkflowTaskState.SCHEDULED:
-        sticky = conn.execute(
-            "SELECT sticky_worker FROM executions WHERE run_id = ?", (run.run_id,)
-        ).fetchone()[0]
-        visible = t.wt_visible_at if t.wt_visible_at is not None else now
-        attempt = t.wt_attempt if t.wt_attempt is not None else run.wt_attempt
-        conn.execute(
-            "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt, "
-            "sticky_worker, sticky_until) VALUES ('workflow', ?, ?, ?, 0, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, kind, seq) DO UPDATE SET visible_at = excluded.visible_at, "
-            "attempt = excluded.attempt, lease_id = NULL, lease_owner = NULL, "
-            "lease_expires = NULL, sticky_worker = excluded.sticky_worker, "
-            "sticky_until = excluded.sticky_until",
-            (
-                run.namespace,
-                run.task_queue,
-                run.run_id,
-                visible,
-                attempt,
-                sticky,
-                visible + STICKY_TIMEOUT if sticky else None,
-            ),
-        )
-        tx.notes.add(("workflow", run.namespace, run.task_queue))
+        _schedule_workflow_task(tx, run, t, visible, claims if claim_wt else None)
     elif t.wt_state == WorkflowTaskState.IDLE:
         conn.execute("DELETE FROM tasks WHERE run_id = ? AND kind = 'workflow'", (run.run_id,))
     if t.schedule_activities:
-        conn.executemany(
-            "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt, "
-            "activity_type, args, retry_policy, start_to_close_timeout, "
-            "schedule_to_close_timeout, heartbeat_timeout, scheduled_time) "
-            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    run.namespace,
-                    a.task_queue,
-                    run.run_id,
-                    a.seq,
-                    now,
-                    a.activity_type,
-                    dumps(a.args),
-                    dumps(a.retry_policy),
-                    a.start_to_close_timeout,
-                    a.schedule_to_close_timeout,
-                    a.heartbeat_timeout,
-                    now,
-                )
-                for a in t.schedule_activities
-            ],
-        )
-        for q in {a.task_queue for a in t.schedule_activities}:
-            tx.notes.add(("activity", run.namespace, q))
+        _schedule_activities(tx, run, t.schedule_activities, claims)
     if t.delete_activities:
         conn.executemany(
             "DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' AND seq = ?",
@@ -685,6 +816,122 @@ def _apply(tx: _Tx, run: RunRecord, t: Transition) -> int:
     return new_next
 
 
+def _schedule_workflow_task(
+    tx: _Tx, run: RunRecord, t: Transition, visible: float, claims: _Claims | None
+) -> None:
+    """Create (or reset) the run's workflow task; leased at once to ``claims`` if given."""
+    attempt = t.wt_attempt if t.wt_attempt is not None else run.wt_attempt
+    sticky = run.sticky_worker
+    lease_id = owner = None
+    expires = None
+    if claims is not None:
+        lease_id, owner, expires = _new_id(), claims.worker_id, tx.now + WORKFLOW_TASK_LEASE
+    cur = tx.conn.execute(
+        "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt, "
+        "sticky_worker, sticky_until, lease_id, lease_owner, lease_expires) "
+        "VALUES ('workflow', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (run_id, kind, seq) DO UPDATE SET visible_at = excluded.visible_at, "
+        "attempt = excluded.attempt, lease_id = excluded.lease_id, "
+        "lease_owner = excluded.lease_owner, lease_expires = excluded.lease_expires, "
+        "sticky_worker = excluded.sticky_worker, sticky_until = excluded.sticky_until "
+        "RETURNING task_id",
+        (
+            run.namespace,
+            run.task_queue,
+            run.run_id,
+            visible,
+            attempt,
+            sticky,
+            visible + STICKY_TIMEOUT if sticky else None,
+            lease_id,
+            owner,
+            expires,
+        ),
+    )
+    task_id = cur.fetchone()[0]
+    if claims is not None and lease_id is not None:
+        claims.workflow_lease = _workflow_lease(
+            tx, run, task_id, lease_id, attempt, claims.cached_upto
+        )
+    else:
+        tx.notes.add(("workflow", run.namespace, run.task_queue))
+
+
+def _schedule_activities(
+    tx: _Tx, run: RunRecord, specs: list[ActivitySpec], claims: _Claims | None
+) -> None:
+    """Create activity tasks; up to ``claims.max_activities`` are leased to the caller at once."""
+    now = tx.now
+    eager = claims.max_activities if claims is not None and claims.activity_queue else 0
+    queues = set()
+    for a in specs:
+        claim = (
+            claims
+            if eager > 0 and claims is not None and a.task_queue == claims.activity_queue
+            else None
+        )
+        lease_id = owner = None
+        expires = started = None
+        if claim is not None:
+            eager -= 1
+            lease_id, owner, started = _new_id(), claim.worker_id, now
+            expires = now + a.start_to_close_timeout
+            if a.schedule_to_close_timeout:
+                expires = min(expires, now + a.schedule_to_close_timeout)
+        cur = tx.conn.execute(
+            "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
+            "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
+            "schedule_to_close_timeout, heartbeat_timeout, scheduled_time, lease_id, "
+            "lease_owner, lease_expires, started_time) "
+            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.namespace,
+                a.task_queue,
+                run.run_id,
+                a.seq,
+                now,
+                a.activity_type,
+                dumps(a.args),
+                dumps(a.retry_policy),
+                a.start_to_close_timeout,
+                a.schedule_to_close_timeout,
+                a.heartbeat_timeout,
+                now,
+                lease_id,
+                owner,
+                expires,
+                started,
+            ),
+        )
+        if claim is None or lease_id is None:
+            queues.add(a.task_queue)
+            continue
+        assert cur.lastrowid is not None
+        claim.activity_leases.append(
+            ActivityTaskLease(
+                task_id=cur.lastrowid,
+                lease_id=lease_id,
+                namespace=run.namespace,
+                workflow_id=run.workflow_id,
+                run_id=run.run_id,
+                workflow_type=run.workflow_type,
+                seq=a.seq,
+                activity_type=a.activity_type,
+                task_queue=a.task_queue,
+                args=a.args,
+                attempt=1,
+                scheduled_time=now,
+                started_time=now,
+                start_to_close_timeout=a.start_to_close_timeout,
+                heartbeat_timeout=a.heartbeat_timeout,
+                heartbeat_details=None,
+                retry_policy=a.retry_policy,
+            )
+        )
+    for q in queues:
+        tx.notes.add(("activity", run.namespace, q))
+
+
 def _op_start_workflow(tx: _Tx, req: StartRequest) -> StartResult:
     conn, now = tx.conn, tx.now
     if req.request_id:
@@ -708,7 +955,7 @@ def _op_start_workflow(tx: _Tx, req: StartRequest) -> StartResult:
         if decision == StartDecision.TERMINATE_AND_START:
             _apply(tx, current, request_rules.terminate(current, "terminated by a new start", now))
         conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
-    run_id = _new_id()
+    run_id = uuid.uuid4().hex
     conn.execute(
         "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
         "status, is_current, start_time, next_event_id, wt_state, args, memo) "
@@ -794,23 +1041,15 @@ def _op_get_history(tx: _Tx, run_id: str, after: int) -> list[Event]:
     return _events_from_rows(rows)
 
 
-def _claim_workflow_task(
+def _workflow_lease(
     tx: _Tx,
+    run: RunRecord,
     task_id: int,
-    run_id: str,
+    lease_id: str,
     attempt: int,
-    worker_id: str,
     cached_upto: Callable[[str], int] | None,
 ) -> WorkflowTaskLease:
-    conn, now = tx.conn, tx.now
-    lease_id = _new_id()
-    conn.execute(
-        "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ? WHERE task_id = ?",
-        (lease_id, worker_id, now + WORKFLOW_TASK_LEASE, task_id),
-    )
-    conn.execute("UPDATE executions SET wt_state = 2 WHERE run_id = ?", (run_id,))
-    run = _load_run(conn, run_id)
-    after = cached_upto(run_id) if cached_upto is not None else 0
+    after = cached_upto(run.run_id) if cached_upto is not None else 0
     if after >= run.next_event_id:
         after = 0
     return WorkflowTaskLease(
@@ -818,13 +1057,13 @@ def _claim_workflow_task(
         lease_id=lease_id,
         namespace=run.namespace,
         workflow_id=run.workflow_id,
-        run_id=run_id,
+        run_id=run.run_id,
         workflow_type=run.workflow_type,
         task_queue=run.task_queue,
         attempt=attempt,
-        started_time=now,
+        started_time=tx.now,
         next_event_id=run.next_event_id,
-        history=_op_get_history(tx, run_id, after),
+        history=_op_get_history(tx, run.run_id, after),
         history_after=after,
     )
 
@@ -837,70 +1076,72 @@ def _op_poll_workflow_tasks(
     max_tasks: int,
     cached_upto: Callable[[str], int] | None,
 ) -> list[WorkflowTaskLease]:
-    now = tx.now
-    rows = tx.conn.execute(
-        "SELECT task_id, run_id, attempt FROM tasks WHERE kind = 'workflow' AND namespace = ? "
-        "AND task_queue = ? AND lease_id IS NULL AND visible_at <= ? "
-        "AND (sticky_worker IS NULL OR sticky_worker = ? OR sticky_until <= ?) "
-        "ORDER BY visible_at LIMIT ?",
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        f"SELECT t.task_id, t.attempt, {_RUN_COLUMNS_E} FROM tasks t "
+        "JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'workflow' "
+        "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
+        "AND (t.sticky_worker IS NULL OR t.sticky_worker = ? OR t.sticky_until <= ?) "
+        "ORDER BY t.visible_at LIMIT ?",
         (namespace, task_queue, now, worker_id, now, max_tasks),
     ).fetchall()
-    return [_claim_workflow_task(tx, r[0], r[1], r[2], worker_id, cached_upto) for r in rows]
+    leases = []
+    for row in rows:
+        task_id, attempt, run = row[0], row[1], _run_from_row(row[2:])
+        lease_id = _new_id()
+        conn.execute(
+            "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ? WHERE task_id = ?",
+            (lease_id, worker_id, now + WORKFLOW_TASK_LEASE, task_id),
+        )
+        conn.execute("UPDATE executions SET wt_state = 2 WHERE run_id = ?", (run.run_id,))
+        leases.append(_workflow_lease(tx, run, task_id, lease_id, attempt, cached_upto))
+    return leases
 
 
-def _check_workflow_lease(conn: sqlite3.Connection, lease: WorkflowTaskLease) -> None:
-    row = conn.execute("SELECT lease_id FROM tasks WHERE task_id = ?", (lease.task_id,)).fetchone()
+def _leased_run(conn: sqlite3.Connection, lease: WorkflowTaskLease) -> RunRecord:
+    """The run of a workflow task, if ``lease`` still holds the task (fencing)."""
+    row = conn.execute(
+        f"SELECT t.lease_id, {_RUN_COLUMNS_E} FROM tasks t JOIN executions e "
+        "ON e.run_id = t.run_id WHERE t.task_id = ?",
+        (lease.task_id,),
+    ).fetchone()
     if row is None or row[0] != lease.lease_id:
         raise LeaseLostError(f"workflow task of run {lease.run_id}")
+    return _run_from_row(row[1:])
 
 
 def _op_complete_workflow_task(
     tx: _Tx, lease: WorkflowTaskLease, completion: WorkflowTaskCompletion
 ) -> CompletionResult:
-    conn, now = tx.conn, tx.now
-    _check_workflow_lease(conn, lease)
-    run = _load_run(conn, lease.run_id)
-    has_buffered = (
-        conn.execute(
-            "SELECT 1 FROM buffered_events WHERE run_id = ? LIMIT 1", (run.run_id,)
-        ).fetchone()
-        is not None
-    )
+    run = _leased_run(tx.conn, lease)
     first = run.next_event_id
     t = wt_rules.complete_workflow_task(
         run,
         completion.commands,
-        has_buffered=has_buffered,
+        has_buffered=run.has_buffered,
         workflow_time=completion.workflow_time,
-        now=now,
+        now=tx.now,
         identity=completion.identity,
         build_id=completion.build_id,
     )
-    if completion.worker_id and t.rejected is None:
-        conn.execute(
-            "UPDATE executions SET sticky_worker = ? WHERE run_id = ?",
-            (completion.worker_id, run.run_id),
-        )
-    _apply(tx, run, t)
+    claims = _Claims(
+        worker_id=completion.worker_id,
+        activity_queue=completion.eager_activity_queue,
+        max_activities=completion.eager_activities,
+    )
+    sticky = completion.worker_id if completion.worker_id and t.rejected is None else None
+    _apply(tx, run, t, claims, sticky_worker=sticky)
     if t.rejected is not None:
         return CompletionResult(accepted=False, reason=t.rejected)
-    result = CompletionResult(accepted=True, last_event_id=first + len(t.append) - 1)
-    if completion.eager_activities > 0 and t.schedule_activities:
-        seqs = [
-            a.seq for a in t.schedule_activities if a.task_queue == completion.eager_activity_queue
-        ][: completion.eager_activities]
-        for seq in seqs:
-            row = conn.execute(
-                "SELECT task_id FROM tasks WHERE run_id = ? AND kind = 'activity' AND seq = ?",
-                (run.run_id, seq),
-            ).fetchone()
-            result.activity_leases.append(_claim_activity_task(tx, row[0], completion.worker_id))
-    return result
+    return CompletionResult(
+        accepted=True,
+        last_event_id=first + len(t.append) - 1,
+        activity_leases=claims.activity_leases,
+    )
 
 
 def _op_fail_workflow_task(tx: _Tx, lease: WorkflowTaskLease, failure: dict[str, Any]) -> None:
-    _check_workflow_lease(tx.conn, lease)
-    run = _load_run(tx.conn, lease.run_id)
+    run = _leased_run(tx.conn, lease)
     _apply(tx, run, wt_rules.fail_workflow_task(run, failure, tx.now))
     tx.notes.add("timer")
 
@@ -926,55 +1167,53 @@ def _activity_record(row: tuple[Any, ...]) -> ActivityTaskRecord:
     )
 
 
-def _claim_activity_task(tx: _Tx, task_id: int, worker_id: str) -> ActivityTaskLease:
-    conn, now = tx.conn, tx.now
-    row = conn.execute(
-        "SELECT t.run_id, t.seq, t.activity_type, t.task_queue, t.args, t.attempt, "
-        "t.scheduled_time, t.start_to_close_timeout, t.heartbeat_timeout, t.heartbeat_details, "
-        "t.retry_policy, e.namespace, e.workflow_id, e.workflow_type, t.schedule_to_close_timeout "
-        "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
-        (task_id,),
-    ).fetchone()
-    start_to_close = row[7]
-    expires = now + start_to_close
-    if row[14]:
-        expires = min(expires, row[6] + row[14])
-    lease_id = _new_id()
-    conn.execute(
-        "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ?, started_time = ? "
-        "WHERE task_id = ?",
-        (lease_id, worker_id, expires, now, task_id),
-    )
-    return ActivityTaskLease(
-        task_id=task_id,
-        lease_id=lease_id,
-        namespace=row[11],
-        workflow_id=row[12],
-        run_id=row[0],
-        workflow_type=row[13],
-        seq=row[1],
-        activity_type=row[2],
-        task_queue=row[3],
-        args=loads(row[4]),
-        attempt=row[5],
-        scheduled_time=row[6],
-        started_time=now,
-        start_to_close_timeout=start_to_close,
-        heartbeat_timeout=row[8],
-        heartbeat_details=loads(row[9]),
-        retry_policy=loads(row[10]),
-    )
-
-
 def _op_poll_activity_tasks(
     tx: _Tx, namespace: str, task_queue: str, worker_id: str, max_tasks: int
 ) -> list[ActivityTaskLease]:
-    rows = tx.conn.execute(
-        "SELECT task_id FROM tasks WHERE kind = 'activity' AND namespace = ? AND task_queue = ? "
-        "AND lease_id IS NULL AND visible_at <= ? ORDER BY visible_at LIMIT ?",
-        (namespace, task_queue, tx.now, max_tasks),
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        "SELECT t.task_id, t.run_id, t.seq, t.activity_type, t.args, t.attempt, "
+        "t.scheduled_time, t.start_to_close_timeout, t.heartbeat_timeout, t.heartbeat_details, "
+        "t.retry_policy, e.namespace, e.workflow_id, e.workflow_type, t.schedule_to_close_timeout "
+        "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'activity' "
+        "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
+        "ORDER BY t.visible_at LIMIT ?",
+        (namespace, task_queue, now, max_tasks),
     ).fetchall()
-    return [_claim_activity_task(tx, r[0], worker_id) for r in rows]
+    leases = []
+    for row in rows:
+        start_to_close = row[7]
+        expires = now + start_to_close
+        if row[14]:
+            expires = min(expires, row[6] + row[14])
+        lease_id = _new_id()
+        conn.execute(
+            "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ?, started_time = ? "
+            "WHERE task_id = ?",
+            (lease_id, worker_id, expires, now, row[0]),
+        )
+        leases.append(
+            ActivityTaskLease(
+                task_id=row[0],
+                lease_id=lease_id,
+                namespace=row[11],
+                workflow_id=row[12],
+                run_id=row[1],
+                workflow_type=row[13],
+                seq=row[2],
+                activity_type=row[3],
+                task_queue=task_queue,
+                args=loads(row[4]),
+                attempt=row[5],
+                scheduled_time=row[6],
+                started_time=now,
+                start_to_close_timeout=start_to_close,
+                heartbeat_timeout=row[8],
+                heartbeat_details=loads(row[9]),
+                retry_policy=loads(row[10]),
+            )
+        )
+    return leases
 
 
 def _op_activity_outcome(
@@ -987,30 +1226,25 @@ def _op_activity_outcome(
 ) -> WorkflowTaskLease | None:
     conn, now = tx.conn, tx.now
     row = conn.execute(
-        f"SELECT {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.task_id = ?", (lease.task_id,)
+        f"SELECT {_ACTIVITY_COLUMNS}, {_RUN_COLUMNS_E} FROM tasks t "
+        "JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
+        (lease.task_id,),
     ).fetchone()
     if row is None or row[9] != lease.lease_id:
         raise LeaseLostError(
             f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
         )
-    task = _activity_record(row)
-    run = _load_run(conn, lease.run_id)
+    task, run = _activity_record(row[:10]), _run_from_row(row[10:])
     if ok:
         t = activity_rules.complete_activity(run, task, value, now)
     else:
         t = activity_rules.fail_activity(run, task, value, now)
-    _apply(tx, run, t)
-    if eager_worker_id is None or t.wt_state != WorkflowTaskState.SCHEDULED:
-        return None
-    # The worker has this run cached: hand it the workflow task now instead of via a poll.
-    wt = conn.execute(
-        "SELECT task_id, attempt FROM tasks WHERE run_id = ? AND kind = 'workflow' "
-        "AND lease_id IS NULL AND visible_at <= ?",
-        (run.run_id, now),
-    ).fetchone()
-    if wt is None:
-        return None
-    return _claim_workflow_task(tx, wt[0], run.run_id, wt[1], eager_worker_id, cached_upto)
+    # The worker has this run cached: hand it the next workflow task in this transaction.
+    claims = None
+    if eager_worker_id is not None:
+        claims = _Claims(worker_id=eager_worker_id, workflow_task=True, cached_upto=cached_upto)
+    _apply(tx, run, t, claims)
+    return claims.workflow_lease if claims is not None else None
 
 
 def _op_heartbeat_activity(tx: _Tx, lease: ActivityTaskLease, details: Any) -> bool:

@@ -15,6 +15,7 @@ CREATE TABLE executions (
     wt_attempt      INTEGER NOT NULL DEFAULT 1,
     wt_failure      TEXT,
     sticky_worker   TEXT,                 -- worker that last completed a workflow task
+    buffered        INTEGER NOT NULL DEFAULT 0,  -- 1 while buffered_events holds rows for it
     args            TEXT,
     result          TEXT,
     failure         TEXT,
