@@ -12,8 +12,22 @@ import asyncio
 import sys
 import time
 
-from duro import Client, Event, IdConflictPolicy, Worker
-from examples.agent.agent import TravelAgent, TripRequest, book_flight, call_model, search_flights
+from duro import (
+    Client,
+    Event,
+    IdConflictPolicy,
+    IdReusePolicy,
+    Worker,
+    WorkflowAlreadyStartedError,
+)
+from examples.agent.agent import (
+    TravelAgent,
+    TripRequest,
+    TripResult,
+    book_flight,
+    call_model,
+    search_flights,
+)
 
 
 def _summary(event: Event) -> str:
@@ -57,13 +71,19 @@ async def main() -> int:
         activities=[call_model, search_flights, book_flight],
     )
     async with worker:
-        handle = await client.start_workflow(
-            TravelAgent.run,
-            TripRequest(args.request, args.settle_seconds),
-            id=args.id,
-            task_queue="agents",
-            id_conflict_policy=IdConflictPolicy.USE_EXISTING,
-        )
+        try:
+            # Running: resume it (a killed run continues); closed: show its result.
+            handle = await client.start_workflow(
+                TravelAgent.run,
+                TripRequest(args.request, args.settle_seconds),
+                id=args.id,
+                task_queue="agents",
+                id_conflict_policy=IdConflictPolicy.USE_EXISTING,
+                id_reuse_policy=IdReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            handle = client.get_workflow_handle(args.id, result_type=TripResult)
+            print(f"workflow {args.id} already finished (use --id to start another)")
         print(f"workflow {handle.id} (run {handle.run_id}) on {args.db}")
         seen, asked = 0, False
         started = time.monotonic()
