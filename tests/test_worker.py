@@ -138,3 +138,19 @@ def test_worker_rejects_undecorated_code_and_empty_registration(client: Client) 
         Worker(client, activities=[plain])
     with pytest.raises(ValueError, match="at least one"):
         Worker(client)
+
+
+async def test_more_runs_than_workflow_task_slots_all_finish(client: Client) -> None:
+    # Regression: with every slot busy the poller once spun without yielding, freezing the loop.
+    async with Worker(
+        client,
+        workflows=[count_to],
+        activities=[add],
+        max_concurrent_workflow_tasks=2,
+        max_concurrent_activities=3,
+    ):
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.execute_workflow(count_to, 4, id=wid()) for _ in range(30))),
+            timeout=30,
+        )
+    assert results == [6] * 30

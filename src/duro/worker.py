@@ -195,6 +195,8 @@ class Worker:
         self._wt_in_flight = 0
         self._act_in_flight = 0
         self._act_reserved = 0
+        self._wt_slot_freed = asyncio.Event()
+        self._act_slot_freed = asyncio.Event()
         self._activity_tasks: dict[int, asyncio.Task[None]] = {}
         self._wt_tasks: set[asyncio.Task[None]] = set()
         self._run_locks: dict[str, list[Any]] = {}  # run id -> [lock, users]
@@ -349,7 +351,8 @@ class Worker:
         while not self._stopping.is_set():
             free = self._max_wt - self._wt_in_flight
             if free <= 0:
-                await self._idle([topic, "slots"], {topic: store.version(topic), "slots": -1}, 0.05)
+                self._wt_slot_freed.clear()
+                await self._wt_slot_freed.wait()  # set by _wt_done
                 continue
             since = {topic: store.version(topic)}
             try:
@@ -372,6 +375,7 @@ class Worker:
 
     def _wt_done(self, task: asyncio.Task[None]) -> None:
         self._wt_in_flight -= 1
+        self._wt_slot_freed.set()
         self._wt_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("workflow task crashed", exc_info=task.exception())
@@ -382,7 +386,8 @@ class Worker:
         while not self._stopping.is_set():
             free = self._max_act - self._act_in_flight - self._act_reserved
             if free <= 0:
-                await asyncio.sleep(0.005)
+                self._act_slot_freed.clear()
+                await self._act_slot_freed.wait()  # set when an activity or reservation ends
                 continue
             since = {topic: store.version(topic)}
             want = min(free, 64)
@@ -395,7 +400,7 @@ class Worker:
                 logger.warning("activity poll failed: %s", e)
                 leases = []
             finally:
-                self._act_reserved -= want
+                self._release_slots(want)
             for lease in leases:
                 self._spawn_activity(lease)
             if not leases:
@@ -483,16 +488,16 @@ class Worker:
         try:
             result = await store.complete_workflow_task(lease, completion)
         except LeaseLostError:
-            self._act_reserved -= free_slots
+            self._release_slots(free_slots)
             self._cache.evict(run_id)
             logger.info("workflow task of run %s was taken over; result dropped", run_id)
             return
         except StoreError as e:
-            self._act_reserved -= free_slots
+            self._release_slots(free_slots)
             self._cache.evict(run_id)
             logger.warning("completing workflow task of run %s failed: %s", run_id, e)
             return
-        self._act_reserved -= free_slots
+        self._release_slots(free_slots)
         if not result.accepted:
             self._cache.evict(run_id)
             return
@@ -543,8 +548,13 @@ class Worker:
         self._activity_tasks[lease.task_id] = task
         task.add_done_callback(lambda t: self._activity_done(lease.task_id, t))
 
+    def _release_slots(self, reserved: int) -> None:
+        self._act_reserved -= reserved
+        self._act_slot_freed.set()
+
     def _activity_done(self, task_id: int, task: asyncio.Task[None]) -> None:
         self._act_in_flight -= 1
+        self._act_slot_freed.set()
         self._activity_tasks.pop(task_id, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("activity runner crashed", exc_info=task.exception())

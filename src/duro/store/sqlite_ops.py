@@ -1,0 +1,635 @@
+"""The SQLite store's operations: each runs inside the open transaction, in its own savepoint.
+
+Invariant: one engine rule decides, ``apply_transition`` persists; nothing here appends history
+by hand. Lease ids fence every completion (``LeaseLostError`` for a stale one).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from duro.converter import dumps, loads
+from duro.engine import activity as activity_rules
+from duro.engine import requests as request_rules
+from duro.engine import start as start_rules
+from duro.engine import timers as timer_rules
+from duro.engine import workflow_task as wt_rules
+from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
+from duro.engine.start import StartDecision, StartRequest
+from duro.errors import LeaseLostError
+from duro.history import RunStatus
+from duro.store.protocol import (
+    ActivityTaskLease,
+    CompletionResult,
+    ExecutionInfo,
+    PendingActivityInfo,
+    QueryOutcome,
+    QueryTask,
+    ReapResult,
+    StartResult,
+    WorkflowTaskCompletion,
+    WorkflowTaskLease,
+)
+from duro.store.sqlite_tx import (
+    QUERY_LEASE,
+    RUN_COLUMNS,
+    RUN_COLUMNS_E,
+    WORKFLOW_TASK_LEASE,
+    Claims,
+    Tx,
+    apply_transition,
+    find_run,
+    load_run,
+    new_id,
+    run_from_row,
+    workflow_lease,
+)
+
+
+def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
+    conn, now = tx.conn, tx.now
+    if req.request_id:
+        row = conn.execute(
+            "SELECT run_id FROM requests WHERE namespace = ? AND request_id = ?",
+            (req.namespace, req.request_id),
+        ).fetchone()
+        if row is not None:
+            return StartResult(run_id=row[0], started=False)
+    row = conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
+        "AND is_current = 1",
+        (req.namespace, req.workflow_id),
+    ).fetchone()
+    current = run_from_row(row) if row else None
+    decision = start_rules.decide_start(req, current)
+    if decision == StartDecision.USE_EXISTING:
+        assert current is not None
+        return StartResult(run_id=current.run_id, started=False)
+    if current is not None:
+        if decision == StartDecision.TERMINATE_AND_START:
+            apply_transition(
+                tx, current, request_rules.terminate(current, "terminated by a new start", now)
+            )
+        conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
+    run_id = uuid.uuid4().hex
+    conn.execute(
+        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
+        "status, is_current, start_time, next_event_id, wt_state, args, memo) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?)",
+        (
+            run_id,
+            req.namespace,
+            req.workflow_id,
+            req.workflow_type,
+            req.task_queue,
+            now,
+            dumps(req.args),
+            dumps(req.memo),
+        ),
+    )
+    run = RunRecord(
+        namespace=req.namespace,
+        workflow_id=req.workflow_id,
+        run_id=run_id,
+        workflow_type=req.workflow_type,
+        task_queue=req.task_queue,
+        status=RunStatus.RUNNING,
+        next_event_id=1,
+        wt_state=WorkflowTaskState.IDLE,
+    )
+    apply_transition(tx, run, start_rules.start_workflow(req, run_id, now))
+    if req.request_id:
+        conn.execute(
+            "INSERT INTO requests (namespace, request_id, run_id, created) VALUES (?, ?, ?, ?)",
+            (req.namespace, req.request_id, run_id, now),
+        )
+    return StartResult(run_id=run_id, started=True)
+
+
+def signal_workflow(
+    tx: Tx,
+    namespace: str,
+    workflow_id: str,
+    run_id: str | None,
+    name: str,
+    args: list[Any],
+    request_id: str | None,
+) -> None:
+    conn = tx.conn
+    if request_id:
+        seen = conn.execute(
+            "SELECT 1 FROM requests WHERE namespace = ? AND request_id = ?",
+            (namespace, request_id),
+        ).fetchone()
+        if seen:
+            return
+    run = find_run(conn, namespace, workflow_id, run_id)
+    apply_transition(tx, run, request_rules.signal_workflow(run, name, args, tx.now))
+    if request_id:
+        conn.execute(
+            "INSERT INTO requests (namespace, request_id, run_id, created) VALUES (?, ?, ?, ?)",
+            (namespace, request_id, run.run_id, tx.now),
+        )
+
+
+def external_request(
+    tx: Tx,
+    rule: Callable[[RunRecord, str, float], Transition],
+    namespace: str,
+    workflow_id: str,
+    run_id: str | None,
+    reason: str,
+) -> None:
+    run = find_run(tx.conn, namespace, workflow_id, run_id)
+    apply_transition(tx, run, rule(run, reason, tx.now))
+
+
+def poll_workflow_tasks(
+    tx: Tx,
+    namespace: str,
+    task_queue: str,
+    worker_id: str,
+    max_tasks: int,
+    cached_upto: Callable[[str], int] | None,
+) -> list[WorkflowTaskLease]:
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        f"SELECT t.task_id, t.attempt, {RUN_COLUMNS_E} FROM tasks t "
+        "JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'workflow' "
+        "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
+        "AND (t.sticky_worker IS NULL OR t.sticky_worker = ? OR t.sticky_until <= ?) "
+        "ORDER BY t.visible_at LIMIT ?",
+        (namespace, task_queue, now, worker_id, now, max_tasks),
+    ).fetchall()
+    leases = []
+    for row in rows:
+        task_id, attempt, run = row[0], row[1], run_from_row(row[2:])
+        lease_id = new_id()
+        conn.execute(
+            "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ? WHERE task_id = ?",
+            (lease_id, worker_id, now + WORKFLOW_TASK_LEASE, task_id),
+        )
+        conn.execute("UPDATE executions SET wt_state = 2 WHERE run_id = ?", (run.run_id,))
+        leases.append(workflow_lease(tx, run, task_id, lease_id, attempt, cached_upto))
+    return leases
+
+
+def _leased_run(conn: sqlite3.Connection, lease: WorkflowTaskLease) -> RunRecord:
+    """The run of a workflow task, if ``lease`` still holds the task (fencing)."""
+    row = conn.execute(
+        f"SELECT t.lease_id, {RUN_COLUMNS_E} FROM tasks t JOIN executions e "
+        "ON e.run_id = t.run_id WHERE t.task_id = ?",
+        (lease.task_id,),
+    ).fetchone()
+    if row is None or row[0] != lease.lease_id:
+        raise LeaseLostError(f"workflow task of run {lease.run_id}")
+    return run_from_row(row[1:])
+
+
+def complete_workflow_task(
+    tx: Tx, lease: WorkflowTaskLease, completion: WorkflowTaskCompletion
+) -> CompletionResult:
+    run = _leased_run(tx.conn, lease)
+    first = run.next_event_id
+    t = wt_rules.complete_workflow_task(
+        run,
+        completion.commands,
+        has_buffered=run.has_buffered,
+        workflow_time=completion.workflow_time,
+        now=tx.now,
+        identity=completion.identity,
+        build_id=completion.build_id,
+    )
+    claims = Claims(
+        worker_id=completion.worker_id,
+        activity_queue=completion.eager_activity_queue,
+        max_activities=completion.eager_activities,
+    )
+    sticky = completion.worker_id if completion.worker_id and t.rejected is None else None
+    apply_transition(tx, run, t, claims, sticky_worker=sticky)
+    if t.rejected is not None:
+        return CompletionResult(accepted=False, reason=t.rejected)
+    return CompletionResult(
+        accepted=True,
+        last_event_id=first + len(t.append) - 1,
+        activity_leases=claims.activity_leases,
+    )
+
+
+def fail_workflow_task(tx: Tx, lease: WorkflowTaskLease, failure: dict[str, Any]) -> None:
+    run = _leased_run(tx.conn, lease)
+    apply_transition(tx, run, wt_rules.fail_workflow_task(run, failure, tx.now))
+    tx.notes.add("timer")
+
+
+_ACTIVITY_COLUMNS = (
+    "t.task_id, t.run_id, t.seq, t.activity_type, t.attempt, t.retry_policy, t.scheduled_time, "
+    "t.start_to_close_timeout, t.schedule_to_close_timeout, t.lease_id"
+)
+
+
+def _activity_record(row: tuple[Any, ...]) -> ActivityTaskRecord:
+    return ActivityTaskRecord(
+        task_id=row[0],
+        run_id=row[1],
+        seq=row[2],
+        activity_type=row[3],
+        attempt=row[4],
+        retry_policy=loads(row[5]),
+        scheduled_time=row[6],
+        start_to_close_timeout=row[7],
+        schedule_to_close_timeout=row[8],
+        lease_id=row[9],
+    )
+
+
+def poll_activity_tasks(
+    tx: Tx, namespace: str, task_queue: str, worker_id: str, max_tasks: int
+) -> list[ActivityTaskLease]:
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        "SELECT t.task_id, t.run_id, t.seq, t.activity_type, t.args, t.attempt, "
+        "t.scheduled_time, t.start_to_close_timeout, t.heartbeat_timeout, t.heartbeat_details, "
+        "t.retry_policy, e.namespace, e.workflow_id, e.workflow_type, t.schedule_to_close_timeout "
+        "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'activity' "
+        "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
+        "ORDER BY t.visible_at LIMIT ?",
+        (namespace, task_queue, now, max_tasks),
+    ).fetchall()
+    leases = []
+    for row in rows:
+        start_to_close = row[7]
+        expires = now + start_to_close
+        if row[14]:
+            expires = min(expires, row[6] + row[14])
+        lease_id = new_id()
+        conn.execute(
+            "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ?, started_time = ? "
+            "WHERE task_id = ?",
+            (lease_id, worker_id, expires, now, row[0]),
+        )
+        leases.append(
+            ActivityTaskLease(
+                task_id=row[0],
+                lease_id=lease_id,
+                namespace=row[11],
+                workflow_id=row[12],
+                run_id=row[1],
+                workflow_type=row[13],
+                seq=row[2],
+                activity_type=row[3],
+                task_queue=task_queue,
+                args=loads(row[4]),
+                attempt=row[5],
+                scheduled_time=row[6],
+                started_time=now,
+                start_to_close_timeout=start_to_close,
+                heartbeat_timeout=row[8],
+                heartbeat_details=loads(row[9]),
+                retry_policy=loads(row[10]),
+            )
+        )
+    return leases
+
+
+def activity_outcome(
+    tx: Tx,
+    lease: ActivityTaskLease,
+    ok: bool,
+    value: Any,
+    eager_worker_id: str | None,
+    cached_upto: Callable[[str], int] | None,
+) -> WorkflowTaskLease | None:
+    conn, now = tx.conn, tx.now
+    row = conn.execute(
+        f"SELECT {_ACTIVITY_COLUMNS}, {RUN_COLUMNS_E} FROM tasks t "
+        "JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
+        (lease.task_id,),
+    ).fetchone()
+    if row is None or row[9] != lease.lease_id:
+        raise LeaseLostError(
+            f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
+        )
+    task, run = _activity_record(row[:10]), run_from_row(row[10:])
+    if ok:
+        t = activity_rules.complete_activity(run, task, value, now)
+    else:
+        t = activity_rules.fail_activity(run, task, value, now)
+    # The worker has this run cached: hand it the next workflow task in this transaction.
+    claims = None
+    if eager_worker_id is not None:
+        claims = Claims(worker_id=eager_worker_id, workflow_task=True, cached_upto=cached_upto)
+    apply_transition(tx, run, t, claims)
+    return claims.workflow_lease if claims is not None else None
+
+
+def heartbeat_activity(tx: Tx, lease: ActivityTaskLease, details: Any) -> bool:
+    cur = tx.conn.execute(
+        "UPDATE tasks SET heartbeat_details = ? WHERE task_id = ? AND lease_id = ?",
+        (dumps(details), lease.task_id, lease.lease_id),
+    )
+    return cur.rowcount == 1
+
+
+def fire_due_timers(tx: Tx, limit: int) -> int:
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        "SELECT run_id, seq FROM timers WHERE fire_at <= ? ORDER BY fire_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    for run_id, seq in rows:
+        run = load_run(conn, run_id)
+        apply_transition(tx, run, timer_rules.fire_timer(run, seq, now))
+    # Activity retries whose backoff ended are due work too: wake the activity pollers.
+    due = conn.execute(
+        "SELECT DISTINCT namespace, task_queue FROM tasks WHERE kind = 'activity' "
+        "AND lease_id IS NULL AND visible_at <= ? AND attempt > 1",
+        (now,),
+    ).fetchall()
+    for ns, q in due:
+        tx.notes.add(("activity", ns, q))
+    wdue = conn.execute(
+        "SELECT DISTINCT namespace, task_queue FROM tasks WHERE kind = 'workflow' "
+        "AND lease_id IS NULL AND visible_at <= ? AND (attempt > 1 OR sticky_until IS NOT NULL)",
+        (now,),
+    ).fetchall()
+    for ns, q in wdue:
+        tx.notes.add(("workflow", ns, q))
+    return len(rows)
+
+
+def next_timer_time(tx: Tx) -> float | None:
+    """The earliest moment something becomes due: a timer, a retry, a sticky timeout."""
+    now = tx.now
+    t1 = tx.conn.execute("SELECT MIN(fire_at) FROM timers").fetchone()[0]
+    t2 = tx.conn.execute(
+        "SELECT MIN(visible_at) FROM tasks WHERE lease_id IS NULL AND visible_at > ?", (now,)
+    ).fetchone()[0]
+    t3 = tx.conn.execute(
+        "SELECT MIN(sticky_until) FROM tasks WHERE lease_id IS NULL AND sticky_until > ?", (now,)
+    ).fetchone()[0]
+    candidates = [t for t in (t1, t2, t3) if t is not None]
+    return min(candidates) if candidates else None
+
+
+def submit_query(
+    tx: Tx, namespace: str, workflow_id: str, run_id: str | None, name: str, args: list[Any]
+) -> int:
+    run = find_run(tx.conn, namespace, workflow_id, run_id)
+    cur = tx.conn.execute(
+        "INSERT INTO queries (namespace, task_queue, run_id, workflow_type, name, args, created) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (namespace, run.task_queue, run.run_id, run.workflow_type, name, dumps(args), tx.now),
+    )
+    tx.notes.add(("query", namespace, run.task_queue))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def poll_queries(
+    tx: Tx, namespace: str, task_queue: str, worker_id: str, max_tasks: int
+) -> list[QueryTask]:
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        "SELECT query_id, run_id, workflow_type, name, args FROM queries WHERE namespace = ? "
+        "AND task_queue = ? AND done = 0 AND (lease_id IS NULL OR lease_expires <= ?) "
+        "ORDER BY query_id LIMIT ?",
+        (namespace, task_queue, now, max_tasks),
+    ).fetchall()
+    out = []
+    for qid, run_id, wtype, name, args in rows:
+        lease_id = new_id()
+        conn.execute(
+            "UPDATE queries SET lease_id = ?, lease_owner = ?, lease_expires = ? "
+            "WHERE query_id = ?",
+            (lease_id, worker_id, now + QUERY_LEASE, qid),
+        )
+        out.append(QueryTask(qid, lease_id, run_id, wtype, name, loads(args)))
+    return out
+
+
+def answer_query(tx: Tx, query_id: int, lease_id: str, result: Any, error: str | None) -> None:
+    tx.conn.execute(
+        "UPDATE queries SET done = 1, result = ?, error = ? WHERE query_id = ? AND lease_id = ?",
+        (dumps(result), error, query_id, lease_id),
+    )
+    tx.notes.add(("query_done", query_id))
+
+
+def take_query_outcome(tx: Tx, query_id: int) -> QueryOutcome:
+    row = tx.conn.execute(
+        "SELECT done, result, error FROM queries WHERE query_id = ?", (query_id,)
+    ).fetchone()
+    if row is None:
+        return QueryOutcome(done=True, error="query was dropped")
+    if not row[0]:
+        return QueryOutcome(done=False)
+    tx.conn.execute("DELETE FROM queries WHERE query_id = ?", (query_id,))
+    return QueryOutcome(done=True, result=loads(row[1]), error=row[2])
+
+
+def register_worker(
+    tx: Tx,
+    worker_id: str,
+    namespace: str,
+    task_queue: str,
+    identity: str,
+    workflow_types: dict[str, dict[str, list[str]]],
+) -> None:
+    conn, now = tx.conn, tx.now
+    conn.execute(
+        "INSERT OR REPLACE INTO workers (worker_id, namespace, task_queue, identity, started_at, "
+        "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (worker_id, namespace, task_queue, identity, now, now),
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO workflow_types (namespace, task_queue, workflow_type, handlers, "
+        "updated_at) VALUES (?, ?, ?, ?, ?)",
+        [(namespace, task_queue, name, dumps(h), now) for name, h in workflow_types.items()],
+    )
+
+
+def heartbeat_worker(tx: Tx, worker_id: str) -> None:
+    tx.conn.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (tx.now, worker_id))
+
+
+def _release_worker(tx: Tx, worker_id: str, result: ReapResult) -> None:
+    """Hand every lease of ``worker_id`` to others at once and forget its sticky runs."""
+    conn, now = tx.conn, tx.now
+    rows = conn.execute(
+        f"SELECT t.kind, {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.lease_owner = ? "
+        "AND t.lease_id IS NOT NULL",
+        (worker_id,),
+    ).fetchall()
+    for row in rows:
+        kind, rest = row[0], row[1:]
+        run = load_run(conn, rest[1])
+        if kind == "workflow":
+            apply_transition(tx, run, wt_rules.release_workflow_task(run, now))
+            result.released_workflow_tasks += 1
+        else:
+            apply_transition(tx, run, activity_rules.worker_lost(run, _activity_record(rest), now))
+            tx.notes.add(("activity", run.namespace, run.task_queue))
+            result.released_activities += 1
+    conn.execute("UPDATE executions SET sticky_worker = NULL WHERE sticky_worker = ?", (worker_id,))
+    conn.execute(
+        "UPDATE tasks SET sticky_worker = NULL, sticky_until = NULL WHERE sticky_worker = ?",
+        (worker_id,),
+    )
+    conn.execute(
+        "UPDATE queries SET lease_id = NULL, lease_owner = NULL WHERE lease_owner = ? AND done = 0",
+        (worker_id,),
+    )
+    conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+
+def unregister_worker(tx: Tx, worker_id: str) -> None:
+    _release_worker(tx, worker_id, ReapResult())
+    tx.notes.add("timer")
+
+
+def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
+    conn, now = tx.conn, tx.now
+    result = ReapResult()
+    dead = [
+        r[0]
+        for r in conn.execute(
+            "SELECT worker_id FROM workers WHERE heartbeat_at < ?", (now - liveness_timeout,)
+        ).fetchall()
+    ]
+    for worker_id in dead:
+        _release_worker(tx, worker_id, result)
+        result.dead_workers.append(worker_id)
+    # Leases held by workers that never registered or that outlived their timeout.
+    expired = conn.execute(
+        f"SELECT t.kind, {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.lease_id IS NOT NULL "
+        "AND t.lease_expires <= ?",
+        (now,),
+    ).fetchall()
+    for row in expired:
+        kind, rest = row[0], row[1:]
+        run = load_run(conn, rest[1])
+        if kind == "workflow":
+            apply_transition(tx, run, wt_rules.release_workflow_task(run, now))
+            result.released_workflow_tasks += 1
+        else:
+            apply_transition(
+                tx, run, activity_rules.expire_activity(run, _activity_record(rest), now)
+            )
+            tx.notes.add(("activity", run.namespace, run.task_queue))
+            result.released_activities += 1
+    if dead or expired:
+        tx.notes.add("timer")
+    return result
+
+
+def type_handlers(tx: Tx, namespace: str, workflow_type: str) -> dict[str, list[str]] | None:
+    row = tx.conn.execute(
+        "SELECT handlers FROM workflow_types WHERE namespace = ? AND workflow_type = ? "
+        "ORDER BY updated_at DESC LIMIT 1",
+        (namespace, workflow_type),
+    ).fetchone()
+    return loads(row[0]) if row else None
+
+
+def known_types(tx: Tx, namespace: str, task_queue: str) -> list[str] | None:
+    rows = tx.conn.execute(
+        "SELECT workflow_type FROM workflow_types WHERE namespace = ? AND task_queue = ?",
+        (namespace, task_queue),
+    ).fetchall()
+    return [r[0] for r in rows] if rows else None
+
+
+_INFO_COLUMNS = (
+    "namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time, close_time, "
+    "next_event_id, args, result, failure, memo, wt_attempt, wt_failure"
+)
+
+
+def _info_from_row(row: tuple[Any, ...]) -> ExecutionInfo:
+    return ExecutionInfo(
+        namespace=row[0],
+        workflow_id=row[1],
+        run_id=row[2],
+        workflow_type=row[3],
+        task_queue=row[4],
+        status=RunStatus(row[5]),
+        start_time=row[6],
+        close_time=row[7],
+        history_length=row[8] - 1,
+        args=loads(row[9]),
+        result=loads(row[10]),
+        failure=loads(row[11]),
+        memo=loads(row[12]) or {},
+        workflow_task_attempt=row[13],
+        workflow_task_failure=loads(row[14]),
+    )
+
+
+def resolve_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> str:
+    return find_run(tx.conn, namespace, workflow_id, run_id).run_id
+
+
+def describe_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> ExecutionInfo:
+    conn, now = tx.conn, tx.now
+    run = find_run(conn, namespace, workflow_id, run_id)
+    row = conn.execute(
+        f"SELECT {_INFO_COLUMNS} FROM executions WHERE run_id = ?", (run.run_id,)
+    ).fetchone()
+    info = _info_from_row(row)
+    for r in conn.execute(
+        "SELECT seq, activity_type, attempt, lease_id, scheduled_time, visible_at, last_failure, "
+        "heartbeat_details, lease_owner FROM tasks WHERE run_id = ? AND kind = 'activity' "
+        "ORDER BY seq",
+        (run.run_id,),
+    ).fetchall():
+        info.pending_activities.append(
+            PendingActivityInfo(
+                seq=r[0],
+                activity_type=r[1],
+                attempt=r[2],
+                state="started" if r[3] else "scheduled",
+                scheduled_time=r[4],
+                next_attempt_time=r[5] if not r[3] and r[5] > now else None,
+                last_failure=loads(r[6]),
+                heartbeat_details=loads(r[7]),
+                worker=r[8] if r[3] else None,
+            )
+        )
+    info.pending_timers = [
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT seq, fire_at FROM timers WHERE run_id = ? ORDER BY fire_at", (run.run_id,)
+        ).fetchall()
+    ]
+    return info
+
+
+def list_workflows(
+    tx: Tx,
+    namespace: str,
+    workflow_type: str | None,
+    status: RunStatus | None,
+    workflow_id: str | None,
+    limit: int,
+) -> list[ExecutionInfo]:
+    where = ["namespace = ?"]
+    params: list[Any] = [namespace]
+    if workflow_type:
+        where.append("workflow_type = ?")
+        params.append(workflow_type)
+    if status:
+        where.append("status = ?")
+        params.append(RunStatus(status).value)
+    if workflow_id:
+        where.append("workflow_id = ?")
+        params.append(workflow_id)
+    rows = tx.conn.execute(
+        f"SELECT {_INFO_COLUMNS} FROM executions WHERE {' AND '.join(where)} "
+        "ORDER BY start_time DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [_info_from_row(r) for r in rows]

@@ -1,0 +1,403 @@
+"""How the SQLite store turns an engine ``Transition`` into rows, inside one transaction.
+
+``apply_transition`` is the one place that appends history: every append comes with one UPDATE
+of the run's executions row guarded by the ``next_event_id`` read in the same transaction (the
+optimistic lock), and with the task, timer and buffer rows the transition implies. ``Claims``
+lets a caller take the work it just created (eager hand-off) without a later poll.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import uuid
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from duro.converter import dumps, loads
+from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
+from duro.errors import ConcurrencyConflictError, WorkflowNotFoundError
+from duro.history import Event, EventType, NewEvent, RunStatus
+from duro.store.protocol import ActivityTaskLease, WorkflowTaskLease
+
+WORKFLOW_TASK_LEASE = 10.0
+"""Seconds a worker may hold a workflow task before another may take it."""
+STICKY_TIMEOUT = 3.0
+"""Seconds a run's next workflow task waits for the worker that has it cached."""
+QUERY_LEASE = 10.0
+
+EVENT_TYPES = {t.value: t for t in EventType}
+
+
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
+
+
+def new_id() -> str:
+    """Unique lease / run ids: a per-process random prefix and a counter (cheaper than uuid4)."""
+    return f"{_ID_PREFIX}{next(_id_counter):x}"
+
+
+@dataclass
+class Tx:
+    """One operation's view of the open transaction."""
+
+    conn: sqlite3.Connection
+    now: float
+    notes: set[Hashable] = field(default_factory=set)
+
+
+RUN_COLUMNS = (
+    "namespace, workflow_id, run_id, workflow_type, task_queue, status, next_event_id, "
+    "wt_state, wt_attempt, sticky_worker, buffered"
+)
+RUN_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in RUN_COLUMNS.split(","))
+
+
+def run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        namespace=row[0],
+        workflow_id=row[1],
+        run_id=row[2],
+        workflow_type=row[3],
+        task_queue=row[4],
+        status=RunStatus(row[5]),
+        next_event_id=row[6],
+        wt_state=WorkflowTaskState(row[7]),
+        wt_attempt=row[8],
+        sticky_worker=row[9],
+        has_buffered=bool(row[10]),
+    )
+
+
+def load_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
+    row = conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    if row is None:
+        raise WorkflowNotFoundError("?", run_id)
+    return run_from_row(row)
+
+
+def find_run(
+    conn: sqlite3.Connection, namespace: str, workflow_id: str, run_id: str | None
+) -> RunRecord:
+    if run_id:
+        row = conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = ? AND namespace = ? "
+            "AND workflow_id = ?",
+            (run_id, namespace, workflow_id),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
+            "AND is_current = 1",
+            (namespace, workflow_id),
+        ).fetchone()
+    if row is None:
+        raise WorkflowNotFoundError(workflow_id, run_id)
+    return run_from_row(row)
+
+
+@dataclass
+class Claims:
+    """Work to hand to the calling worker inside the same transaction (no later poll)."""
+
+    worker_id: str
+    activity_queue: str | None = None
+    max_activities: int = 0
+    workflow_task: bool = False
+    cached_upto: Callable[[str], int] | None = None
+    activity_leases: list[ActivityTaskLease] = field(default_factory=list)
+    workflow_lease: WorkflowTaskLease | None = None
+
+
+def apply_transition(
+    tx: Tx,
+    run: RunRecord,
+    t: Transition,
+    claims: Claims | None = None,
+    sticky_worker: str | None = None,
+) -> int:
+    """Persist a transition; returns the run's new next_event_id.
+
+    Invariant: one UPDATE of the executions row, guarded by the next_event_id read in the same
+    transaction, accompanies every append (optimistic concurrency for multi-writer stores).
+    """
+    conn, now = tx.conn, tx.now
+    events = list(t.append)
+    flushed = False
+    if t.flush_buffer and run.has_buffered:
+        rows = conn.execute(
+            "SELECT type, attrs FROM buffered_events WHERE run_id = ? ORDER BY seq", (run.run_id,)
+        ).fetchall()
+        conn.execute("DELETE FROM buffered_events WHERE run_id = ?", (run.run_id,))
+        events.extend(NewEvent(EVENT_TYPES[r[0]], loads(r[1])) for r in rows)
+        flushed = True
+    events.extend(t.append_after)
+    next_id = run.next_event_id
+    if events:
+        conn.executemany(
+            "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?, ?, ?, ?, ?)",
+            [
+                (run.run_id, next_id + i, e.type.value, now, dumps(e.attrs))
+                for i, e in enumerate(events)
+            ],
+        )
+    new_next = next_id + len(events)
+    wt_state = t.wt_state if t.wt_state is not None else run.wt_state
+    if t.close is not None:
+        wt_state = WorkflowTaskState.IDLE
+    visible = t.wt_visible_at if t.wt_visible_at is not None else now
+    claim_wt = (
+        claims is not None
+        and claims.workflow_task
+        and t.close is None
+        and t.wt_state == WorkflowTaskState.SCHEDULED
+        and visible <= now
+    )
+    if claim_wt:
+        wt_state = WorkflowTaskState.STARTED
+    sets = ["next_event_id = ?", "wt_state = ?"]
+    params: list[Any] = [new_next, int(wt_state)]
+    if t.wt_attempt is not None:
+        sets.append("wt_attempt = ?")
+        params.append(t.wt_attempt)
+        if t.wt_failure is None and t.wt_attempt == 1:
+            sets.append("wt_failure = NULL")
+    if t.wt_failure is not None:
+        sets.append("wt_failure = ?")
+        params.append(dumps(t.wt_failure))
+    if sticky_worker is not None:
+        sets.append("sticky_worker = ?")
+        params.append(sticky_worker)
+        run.sticky_worker = sticky_worker
+    if t.buffer and not run.has_buffered:
+        sets.append("buffered = 1")
+        run.has_buffered = True
+    elif flushed and not t.buffer:
+        sets.append("buffered = 0")
+        run.has_buffered = False
+    if t.close is not None:
+        sets += ["status = ?", "close_time = ?", "result = ?", "failure = ?", "buffered = 0"]
+        params += [
+            t.close.value,
+            now,
+            dumps(t.result),
+            dumps(t.failure) if t.failure is not None else None,
+        ]
+    cur = conn.execute(
+        f"UPDATE executions SET {', '.join(sets)} WHERE run_id = ? AND next_event_id = ?",
+        (*params, run.run_id, next_id),
+    )
+    if cur.rowcount != 1:
+        raise ConcurrencyConflictError(run.run_id, next_id)
+    run.next_event_id = new_next
+    run.wt_state = wt_state
+    if t.buffer:
+        conn.executemany(
+            "INSERT INTO buffered_events (run_id, type, attrs) VALUES (?, ?, ?)",
+            [(run.run_id, e.type.value, dumps(e.attrs)) for e in t.buffer],
+        )
+    if t.close is not None:
+        run.status = t.close
+        conn.execute("DELETE FROM tasks WHERE run_id = ?", (run.run_id,))
+        conn.execute("DELETE FROM timers WHERE run_id = ?", (run.run_id,))
+        if run.has_buffered:
+            conn.execute("DELETE FROM buffered_events WHERE run_id = ?", (run.run_id,))
+            run.has_buffered = False
+        tx.notes.add(("closed", run.run_id))
+        tx.notes.add(("closed", run.namespace, run.workflow_id))
+        return new_next
+    if t.wt_state == WorkflowTaskState.SCHEDULED:
+        _schedule_workflow_task(tx, run, t, visible, claims if claim_wt else None)
+    elif t.wt_state == WorkflowTaskState.IDLE:
+        conn.execute("DELETE FROM tasks WHERE run_id = ? AND kind = 'workflow'", (run.run_id,))
+    if t.schedule_activities:
+        _schedule_activities(tx, run, t.schedule_activities, claims)
+    if t.delete_activities:
+        conn.executemany(
+            "DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' AND seq = ?",
+            [(run.run_id, s) for s in t.delete_activities],
+        )
+    if t.retry_activity is not None:
+        r = t.retry_activity
+        conn.execute(
+            "UPDATE tasks SET attempt = ?, visible_at = ?, last_failure = ?, lease_id = NULL, "
+            "lease_owner = NULL, lease_expires = NULL, started_time = NULL WHERE task_id = ?",
+            (r.attempt, r.visible_at, dumps(r.last_failure), r.task_id),
+        )
+        tx.notes.add("timer")  # pollers recompute their next wake-up
+    if t.start_timers:
+        conn.executemany(
+            "INSERT INTO timers (run_id, seq, fire_at) VALUES (?, ?, ?)",
+            [(run.run_id, s, at) for s, at in t.start_timers],
+        )
+        tx.notes.add("timer")
+    if t.cancel_timers:
+        conn.executemany(
+            "DELETE FROM timers WHERE run_id = ? AND seq = ?",
+            [(run.run_id, s) for s in t.cancel_timers],
+        )
+    if t.delete_timer is not None:
+        conn.execute(
+            "DELETE FROM timers WHERE run_id = ? AND seq = ?", (run.run_id, t.delete_timer)
+        )
+    return new_next
+
+
+def _schedule_workflow_task(
+    tx: Tx, run: RunRecord, t: Transition, visible: float, claims: Claims | None
+) -> None:
+    """Create (or reset) the run's workflow task; leased at once to ``claims`` if given."""
+    attempt = t.wt_attempt if t.wt_attempt is not None else run.wt_attempt
+    sticky = run.sticky_worker
+    lease_id = owner = None
+    expires = None
+    if claims is not None:
+        lease_id, owner, expires = new_id(), claims.worker_id, tx.now + WORKFLOW_TASK_LEASE
+    cur = tx.conn.execute(
+        "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt, "
+        "sticky_worker, sticky_until, lease_id, lease_owner, lease_expires) "
+        "VALUES ('workflow', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (run_id, kind, seq) DO UPDATE SET visible_at = excluded.visible_at, "
+        "attempt = excluded.attempt, lease_id = excluded.lease_id, "
+        "lease_owner = excluded.lease_owner, lease_expires = excluded.lease_expires, "
+        "sticky_worker = excluded.sticky_worker, sticky_until = excluded.sticky_until "
+        "RETURNING task_id",
+        (
+            run.namespace,
+            run.task_queue,
+            run.run_id,
+            visible,
+            attempt,
+            sticky,
+            visible + STICKY_TIMEOUT if sticky else None,
+            lease_id,
+            owner,
+            expires,
+        ),
+    )
+    task_id = cur.fetchone()[0]
+    if claims is not None and lease_id is not None:
+        claims.workflow_lease = workflow_lease(
+            tx, run, task_id, lease_id, attempt, claims.cached_upto
+        )
+    else:
+        tx.notes.add(("workflow", run.namespace, run.task_queue))
+
+
+def _schedule_activities(
+    tx: Tx, run: RunRecord, specs: list[ActivitySpec], claims: Claims | None
+) -> None:
+    """Create activity tasks; up to ``claims.max_activities`` are leased to the caller at once."""
+    now = tx.now
+    eager = claims.max_activities if claims is not None and claims.activity_queue else 0
+    queues = set()
+    for a in specs:
+        claim = (
+            claims
+            if eager > 0 and claims is not None and a.task_queue == claims.activity_queue
+            else None
+        )
+        lease_id = owner = None
+        expires = started = None
+        if claim is not None:
+            eager -= 1
+            lease_id, owner, started = new_id(), claim.worker_id, now
+            expires = now + a.start_to_close_timeout
+            if a.schedule_to_close_timeout:
+                expires = min(expires, now + a.schedule_to_close_timeout)
+        cur = tx.conn.execute(
+            "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
+            "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
+            "schedule_to_close_timeout, heartbeat_timeout, scheduled_time, lease_id, "
+            "lease_owner, lease_expires, started_time) "
+            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.namespace,
+                a.task_queue,
+                run.run_id,
+                a.seq,
+                now,
+                a.activity_type,
+                dumps(a.args),
+                dumps(a.retry_policy),
+                a.start_to_close_timeout,
+                a.schedule_to_close_timeout,
+                a.heartbeat_timeout,
+                now,
+                lease_id,
+                owner,
+                expires,
+                started,
+            ),
+        )
+        if claim is None or lease_id is None:
+            queues.add(a.task_queue)
+            continue
+        assert cur.lastrowid is not None
+        claim.activity_leases.append(
+            ActivityTaskLease(
+                task_id=cur.lastrowid,
+                lease_id=lease_id,
+                namespace=run.namespace,
+                workflow_id=run.workflow_id,
+                run_id=run.run_id,
+                workflow_type=run.workflow_type,
+                seq=a.seq,
+                activity_type=a.activity_type,
+                task_queue=a.task_queue,
+                args=a.args,
+                attempt=1,
+                scheduled_time=now,
+                started_time=now,
+                start_to_close_timeout=a.start_to_close_timeout,
+                heartbeat_timeout=a.heartbeat_timeout,
+                heartbeat_details=None,
+                retry_policy=a.retry_policy,
+            )
+        )
+    for q in queues:
+        tx.notes.add(("activity", run.namespace, q))
+
+
+def _events_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+    return [Event(r[0], EVENT_TYPES[r[1]], r[2], loads(r[3])) for r in rows]
+
+
+def get_history(tx: Tx, run_id: str, after: int) -> list[Event]:
+    rows = tx.conn.execute(
+        "SELECT event_id, type, time, attrs FROM history WHERE run_id = ? AND event_id > ? "
+        "ORDER BY event_id",
+        (run_id, after),
+    ).fetchall()
+    return _events_from_rows(rows)
+
+
+def workflow_lease(
+    tx: Tx,
+    run: RunRecord,
+    task_id: int,
+    lease_id: str,
+    attempt: int,
+    cached_upto: Callable[[str], int] | None,
+) -> WorkflowTaskLease:
+    after = cached_upto(run.run_id) if cached_upto is not None else 0
+    if after >= run.next_event_id:
+        after = 0
+    return WorkflowTaskLease(
+        task_id=task_id,
+        lease_id=lease_id,
+        namespace=run.namespace,
+        workflow_id=run.workflow_id,
+        run_id=run.run_id,
+        workflow_type=run.workflow_type,
+        task_queue=run.task_queue,
+        attempt=attempt,
+        started_time=tx.now,
+        next_event_id=run.next_event_id,
+        history=get_history(tx, run.run_id, after),
+        history_after=after,
+    )
