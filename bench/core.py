@@ -2,11 +2,11 @@
 
 Usage::
 
-    python bench/core.py                  # full run (idle machine; ~1 minute)
+    python bench/core.py                  # full run (on an idle machine; ~20 s)
     python bench/core.py --quick          # small sizes: checks the bench works, numbers mean little
     python bench/core.py --out docs/benchmarks.md
     python bench/core.py --only sequential,floor
-    python bench/core.py --profile fanout # cProfile of one workload (event loop + SQLite thread)
+    python bench/core.py --profile fanout # cProfile one workload, time in store transactions
 
 Every workload runs on a fresh SQLite file with the client and one worker in this process.
 Figures are printed beside the targets of the project's issue and as multiples of the store
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import datetime as dt
 import io
@@ -28,8 +29,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +47,13 @@ import duro
 
 FLOOR_TARGET = 3.0
 """duro's per-step cost should be within this multiple of the store floor."""
+SLOW_TRANSACTION = 0.005
+"""``--profile`` counts transactions slower than this (seconds)."""
 
 PEERS = [
     # (system, per sequential step, fan-out steps/s, signal latency)
-    ("Temporal (dev server on SQLite + Python SDK)", "~55 ms", "28–34", "—"),
-    ("DBOS on SQLite", "5–8 ms", "108–133", "~1 s"),
+    ("Temporal (dev server on SQLite + Python SDK)", "~55 ms", "28-34", "—"),
+    ("DBOS on SQLite", "5-8 ms", "108-133", "~1 s"),
 ]
 PEERS_NOTE = (
     "Peer figures were measured by others on the same kind of machine, not by us and not by "
@@ -77,17 +81,17 @@ FULL = Sizes(
     replay_repeats=5,
     floor_steps=20_000,
 )
-QUICK = Sizes(
+QUICK = Sizes(  # fan-out and timers above the worker's 64 workflow-task slots on purpose
     sequential=10,
-    fanout=60,
-    timers=60,
+    fanout=100,
+    timers=100,
     signals=20,
     replay_steps=2000,
     replay_repeats=2,
     floor_steps=2_000,
 )
 
-Runner = Callable[[Path, Sizes], Awaitable[WorkloadResult]]
+Runner = Callable[[Path, Sizes], Coroutine[Any, Any, WorkloadResult]]
 
 WORKLOADS: dict[str, Runner] = {
     "sequential": lambda db, s: workloads.sequential(db, workflows=s.sequential),
@@ -190,7 +194,7 @@ def fresh_db(db_dir: str, name: str) -> Iterator[Path]:
 
 
 def run_floor(report: Report, db_dir: str, console: Console) -> None:
-    console.print(f"[dim]6. store floor: {report.sizes.floor_steps} steps × 2 variants…[/dim]")
+    console.print(f"[dim]6. store floor: {report.sizes.floor_steps} steps x 2 variants…[/dim]")
     with fresh_db(db_dir, "floor2") as db:
         report.floor2 = floor.measure(db, steps=report.sizes.floor_steps, transactions_per_step=2)
     with fresh_db(db_dir, "floor1") as db:
@@ -215,10 +219,12 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "s":
         return f"{value:.3f} s"
-    if unit == "×":
-        return f"{value:.1f}×"
+    if unit == "x":
+        return f"{value:.1f}x"
     if unit == "µs":
         return f"{value:,.1f} µs"
+    if unit == "%":
+        return f"{value:.0f}%"
     return f"{value:.2f} {unit}"
 
 
@@ -231,21 +237,28 @@ def fmt_target(f: Figure) -> str:
 def floor_figures(report: Report) -> list[Figure]:
     if report.floor2 is None or report.floor1 is None:
         return []
+    f2, f1 = report.floor2, report.floor1
     figures = [
-        Figure("raw writes, 2 transactions/step (as duro)", report.floor2.us_per_step, "µs"),
-        Figure("raw writes, 1 transaction/step", report.floor1.us_per_step, "µs"),
+        Figure("raw writes, 2 transactions/step (as duro)", f2.us_per_step, "µs"),
+        Figure("raw writes, 1 transaction/step", f1.us_per_step, "µs"),
+        Figure(
+            f"2 tx/step: share of time in {f2.slow_commits} commits > 1 ms (WAL checkpoints)",
+            100.0 * f2.slow_commit_s * 1e6 / (f2.us_per_step * f2.steps),
+            "%",
+        ),
+        Figure("2 tx/step without the slow commits", f2.us_per_step_without_checkpoints, "µs"),
     ]
     seq = report.result("sequential")
     if seq is not None:
         for f in seq.figures:
             if f.per_step_ms is not None:
                 multiple = f.per_step_ms * 1000.0 / report.floor2.us_per_step
-                figures.append(Figure(f"duro {f.name} ÷ floor", multiple, "×", FLOOR_TARGET))
+                figures.append(Figure(f"duro {f.name} ÷ floor", multiple, "x", FLOOR_TARGET))
     return figures
 
 
 Row = tuple[str, str, str, str, str, str, str]
-"""workload, figure, value, target, figure ÷ target, meets, × store floor"""
+"""workload, figure, value, target, figure ÷ target, meets, x store floor"""
 
 
 def rows(report: Report) -> list[Row]:
@@ -261,7 +274,7 @@ def rows(report: Report) -> list[Row]:
             meets = f.meets()
             vs_floor = ""
             if f.per_step_ms is not None and floor_us:
-                vs_floor = f"{f.per_step_ms * 1000.0 / floor_us:.1f}×"
+                vs_floor = f"{f.per_step_ms * 1000.0 / floor_us:.1f}x"
             out.append(
                 (
                     title if i == 0 else "",
@@ -276,7 +289,7 @@ def rows(report: Report) -> list[Row]:
     return out
 
 
-HEADERS = ("Workload", "Figure", "Value", "Target", "÷ target", "Meets", "× floor")
+HEADERS = ("Workload", "Figure", "Value", "Target", "÷ target", "Meets", "x floor")
 
 
 def peer_rows(report: Report) -> list[tuple[str, str, str, str]]:
@@ -300,15 +313,20 @@ PEER_HEADERS = ("System", "Per sequential step", "Fan-out steps/s", "Signal late
 
 
 def print_report(report: Report, console: Console) -> None:
-    table = Table(title="duro core benchmark" + (" (--quick: sizes too small)" if report.quick else ""))
-    for h in HEADERS:
-        table.add_column(h, justify="right" if h not in ("Workload", "Figure") else "left")
+    title = "duro core benchmark" + (
+        " (--quick: sizes too small to mean much)" if report.quick else ""
+    )
+    table = Table(title=title)
+    for h in HEADERS[1:]:
+        table.add_column(h, justify="left" if h == "Figure" else "right")
     for row in rows(report):
-        style = "red" if row[5] == "NO" else None
-        table.add_row(*row, style=style)
+        if row[0]:
+            table.add_section()
+            table.add_row(row[0], style="bold")
+        table.add_row(*row[1:], style="red" if row[5] == "NO" else None)
     console.print(table)
     console.print(
-        "× floor: the per-step cost a figure implies (latency, or 1/throughput) divided by the "
+        "x floor: the per-step cost a figure implies (latency, or 1/throughput) divided by the "
         "store floor with 2 transactions per step.",
         style="dim",
     )
@@ -321,7 +339,7 @@ def print_report(report: Report, console: Console) -> None:
 
 
 def markdown(report: Report, command: str) -> str:
-    def table(headers: tuple[str, ...], body: list[tuple[str, ...]]) -> list[str]:
+    def table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in body]
         return lines
@@ -337,7 +355,7 @@ def markdown(report: Report, command: str) -> str:
     out += [
         "",
         "*÷ target*: figure / target (≤ 1 is good for a latency, ≥ 1 for a throughput). "
-        "*× floor*: the per-step cost a figure implies (latency, or 1 / throughput) divided by "
+        "*x floor*: the per-step cost a figure implies (latency, or 1 / throughput) divided by "
         "the store floor with 2 transactions per step.",
         "",
         "## Method",
@@ -373,59 +391,99 @@ def markdown(report: Report, command: str) -> str:
 # -- profiling ----------------------------------------------------------------------------------
 
 
-def profile(key: str, sizes: Sizes, db_dir: str, top: int, console: Console) -> None:
-    """Run one workload under cProfile: the event-loop thread and the SQLite writer thread."""
+@dataclass
+class _TxStats:
+    """What the store's transactions cost while a workload runs (``--profile``)."""
+
+    transactions: int = 0
+    operations: int = 0
+    seconds: float = 0.0
+    longest: float = 0.0
+    slow: int = 0
+    off_main_thread: bool = False
+
+
+def _instrument_store(stats: _TxStats, thread_prof: cProfile.Profile) -> Callable[[], None]:
+    """Time every group-committed transaction of ``duro.store.sqlite``; returns an undo.
+
+    Hooks the store's private ``_execute_batch`` (the one place a transaction runs, on the event
+    loop or on the writer thread); without it, only the cProfile listing is shown.
+    """
     from duro.store import sqlite as sqlite_store
 
-    writer_prof = cProfile.Profile()
-    stats: dict[str, Any] = {"busy": 0.0, "batches": 0, "ops": 0, "profiled": True}
-    original = sqlite_store._Writer._run_batch
+    original = getattr(sqlite_store, "_execute_batch", None)
+    if original is None:
+        return lambda: None
+    main = threading.main_thread()
 
-    def run_batch(self: Any, conn: sqlite3.Connection, batch: list[Any]) -> None:
+    def execute_batch(store: Any, conn: sqlite3.Connection, batch: list[Any]) -> Any:
+        in_thread = threading.current_thread() is not main
         t0 = time.perf_counter()
-        enabled = False
-        if stats["profiled"]:
-            try:
-                writer_prof.enable()
-                enabled = True
-            except ValueError:  # Python 3.12+: one profiler per process; the main one sees all
-                stats["profiled"] = False
+        if in_thread:  # the main profiler does not see other threads (before Python 3.12)
+            stats.off_main_thread = True
+            with contextlib.suppress(ValueError):
+                thread_prof.enable()
         try:
-            original(self, conn, batch)
+            return original(store, conn, batch)
         finally:
-            if enabled:
-                writer_prof.disable()
-            stats["busy"] += time.perf_counter() - t0
-            stats["batches"] += 1
-            stats["ops"] += len(batch)
+            if in_thread:
+                thread_prof.disable()
+            took = time.perf_counter() - t0
+            stats.transactions += 1
+            stats.operations += len(batch)
+            stats.seconds += took
+            stats.longest = max(stats.longest, took)
+            stats.slow += took > SLOW_TRANSACTION
 
-    sqlite_store._Writer._run_batch = run_batch  # type: ignore[method-assign]
+    sqlite_store._execute_batch = execute_batch
+
+    def undo() -> None:
+        sqlite_store._execute_batch = original
+
+    return undo
+
+
+def _print_top(label: str, prof: cProfile.Profile, top: int, console: Console) -> None:
+    buf = io.StringIO()
+    try:
+        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
+    except TypeError:  # nothing was recorded
+        return
+    console.print(f"\n[bold]Top {top} by tottime: {label}[/bold]")
+    console.print(buf.getvalue().strip(), markup=False, highlight=False)
+
+
+def profile(key: str, sizes: Sizes, db_dir: str, top: int, console: Console) -> None:
+    """Run one workload under cProfile, with the time spent in store transactions."""
+    stats = _TxStats()
+    thread_prof = cProfile.Profile()
     main_prof = cProfile.Profile()
+    undo = _instrument_store(stats, thread_prof)
     try:
         with fresh_db(db_dir, key) as db:
             t0 = time.perf_counter()
             main_prof.enable()
-            result = asyncio.run(WORKLOADS[key](db, sizes))
-            main_prof.disable()
+            try:
+                result = asyncio.run(WORKLOADS[key](db, sizes))
+            finally:
+                main_prof.disable()
             wall = time.perf_counter() - t0
     finally:
-        sqlite_store._Writer._run_batch = original  # type: ignore[method-assign]
+        undo()
     for f in result.figures:
         console.print(f"{result.title}: {f.name} = {fmt(f.value, f.unit)} (under the profiler)")
-    batches = max(1, stats["batches"])
-    console.print(
-        f"wall {wall:.2f} s; SQLite writer thread busy {stats['busy']:.2f} s "
-        f"({100 * stats['busy'] / wall:.0f}%), {stats['batches']} transactions, "
-        f"{stats['ops'] / batches:.2f} operations per transaction"
-    )
-    sections = [("event-loop thread", main_prof)]
-    if stats["profiled"]:
-        sections.append(("SQLite writer thread (inside transactions)", writer_prof))
-    for label, prof in sections:
-        buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
-        console.print(f"\n[bold]Top {top} by tottime: {label}[/bold]")
-        console.print(buf.getvalue().strip(), markup=False, highlight=False)
+    if stats.transactions:
+        where = "the writer thread" if stats.off_main_thread else "the event loop"
+        console.print(
+            f"wall {wall:.2f} s; {stats.transactions} store transactions on {where}, "
+            f"{stats.operations / stats.transactions:.2f} operations each, "
+            f"{stats.seconds:.2f} s in them ({100 * stats.seconds / wall:.0f}% of wall); "
+            f"longest {stats.longest * 1000:.1f} ms; {stats.slow} over "
+            f"{SLOW_TRANSACTION * 1000:.0f} ms"
+        )
+    _print_top("event-loop thread", main_prof, top, console)
+    if stats.off_main_thread:
+        _print_top("SQLite writer thread (inside transactions)", thread_prof, top, console)
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -448,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
     sizes = QUICK if args.quick else FULL
 
     if args.profile:
