@@ -301,3 +301,31 @@ async def _wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-unt
     while not await pred():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+@workflow.defn
+async def chatty() -> str:
+    workflow.logger.info("before the activity")
+    await echo("x")
+    workflow.logger.info("after the activity")
+    return "ok"
+
+
+async def test_logger_is_silent_during_replay(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from duro.definitions import workflow_definition
+    from duro.runtime.replay import replay
+
+    caplog.set_level("INFO", logger="duro.workflow")
+    async with Worker(client, workflows=[chatty], activities=[echo]):
+        handle = await client.start_workflow(chatty, id=wid())
+        assert await handle.result(timeout=10) == "ok"
+    live = [r.getMessage() for r in caplog.records if r.name == "duro.workflow"]
+    assert len(live) == 2
+    assert all(handle.id in m for m in live)  # tagged with the run
+    caplog.clear()
+    defn = workflow_definition(chatty)
+    assert defn is not None
+    replay(defn, await handle.fetch_history())
+    assert not [r for r in caplog.records if r.name == "duro.workflow"]
