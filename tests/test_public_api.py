@@ -56,6 +56,7 @@ def test_workflow_exports() -> None:
         "signal",
         "sleep",
         "start_activity",
+        "unsafe",
         "uuid4",
         "wait_condition",
     ]

@@ -35,6 +35,8 @@ class WorkflowDefinition:
     run_signature: Signature
     signals: dict[str, HandlerDefinition] = field(default_factory=dict)
     queries: dict[str, HandlerDefinition] = field(default_factory=dict)
+    static_findings: tuple[Any, ...] = ()
+    """Clock calls the determinism guards found in the source (reported on the first run)."""
 
     def handler_names(self) -> dict[str, list[str]]:
         """Registered in the store so clients can reject unknown signal / query names."""

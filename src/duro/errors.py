@@ -8,6 +8,8 @@ The tree::
     ├── TimeoutError                 an activity ran out of time; .kind names which timeout
     ├── WorkflowFailureError         client side: the run failed, was canceled or terminated
     ├── NonDeterminismError          replayed code produced other commands than history holds
+    ├── NondeterministicCallError    workflow code called a clock, randomness or I/O
+    ├── DeadlockError                workflow code did not yield within the deadlock timeout
     ├── WorkflowAlreadyStartedError  a start collided with a running workflow id
     ├── WorkflowNotFoundError        no run with that workflow id / run id
     ├── WorkflowClosedError          the run is closed and cannot take signals or cancels
@@ -130,6 +132,37 @@ class NonDeterminismError(DuroError):
             f"{recorded or 'no command'}, the code produced {produced or 'no command'}. "
             "Changing workflow code under running workflows needs workflow.patched(); "
             "see docs/determinism.md"
+        )
+
+
+class NondeterministicCallError(DuroError):
+    """Workflow code called something whose answer changes between runs (caught on first run).
+
+    The workflow task fails (and is retried); fix the code: use the ``duro.workflow``
+    equivalent, or move the call into an activity.
+    """
+
+    def __init__(self, call: str, workflow_type: str, where: str, hint: str) -> None:
+        self.call = call
+        self.workflow_type = workflow_type
+        self.where = where
+        self.hint = hint
+        super().__init__(
+            f"workflow {workflow_type!r} called {call} at {where}: workflow code is replayed "
+            f"and must be deterministic; {hint}. If this call is safe here, wrap it in "
+            "`with workflow.unsafe.allow(...)`"
+        )
+
+
+class DeadlockError(DuroError):
+    """Workflow code ran without yielding for longer than the worker's deadlock timeout."""
+
+    def __init__(self, workflow_type: str, workflow_id: str, run_id: str, limit: float, stack: str):
+        self.stack = stack
+        super().__init__(
+            f"workflow {workflow_type!r} {workflow_id!r} (run {run_id}) did not yield for "
+            f"{limit:g} s: a blocking call or an endless loop in workflow code? Its stack:\n"
+            f"{stack}"
         )
 
 

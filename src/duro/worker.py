@@ -144,6 +144,8 @@ class Worker:
         heartbeat_interval: timedelta = timedelta(seconds=1),
         graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
         max_poll_wait: timedelta = timedelta(seconds=1),
+        determinism_guards: bool = True,
+        deadlock_timeout: timedelta | None = timedelta(seconds=2),
     ) -> None:
         """Configure a worker; nothing runs until ``run()``.
 
@@ -159,6 +161,10 @@ class Worker:
             graceful_shutdown_timeout: How long ``shutdown()`` lets running activities finish
                 before cancelling them (their leases are then released at once). Default 10 s.
             max_poll_wait: Longest idle wait between polls when no wake-up arrives. Default 1 s.
+            determinism_guards: Catch clocks, randomness and I/O in workflow code on the first
+                run (docs/determinism.md). Default on.
+            deadlock_timeout: Fail a workflow task whose code runs this long without yielding.
+                Default 2 s; None turns detection off (e.g. while stepping in a debugger).
         """
         self.client = client
         self.store: Store = client.store
@@ -192,6 +198,8 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval.total_seconds()
         self._graceful_timeout = graceful_shutdown_timeout.total_seconds()
         self._max_poll_wait = max_poll_wait.total_seconds()
+        self._guards = determinism_guards
+        self._deadlock_timeout = deadlock_timeout.total_seconds() if deadlock_timeout else None
         self._wt_in_flight = 0
         self._act_in_flight = 0
         self._act_reserved = 0
@@ -461,7 +469,12 @@ class Worker:
                 err = UnknownWorkflowTypeError(lease.workflow_type, list(self._workflows))
                 await self._fail_workflow_task(lease, err)
                 return
-            inst = new_instance(defn, events[0])
+            inst = new_instance(
+                defn,
+                events[0],
+                determinism_guards=self._guards,
+                deadlock_timeout=self._deadlock_timeout,
+            )
         else:
             self._stats["cache_hit"] += 1
         try:

@@ -26,11 +26,13 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import inspect
 import logging
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -44,6 +46,7 @@ from duro.definitions import (
 )
 from duro.retry import RetryPolicy
 from duro.runtime import context as _context
+from duro.runtime import guards as _guards
 from duro.runtime.instance import WorkflowInfo
 from duro.runtime.instance import seconds as _seconds
 
@@ -62,6 +65,7 @@ __all__ = [
     "signal",
     "sleep",
     "start_activity",
+    "unsafe",
     "uuid4",
     "wait_condition",
 ]
@@ -93,8 +97,10 @@ def defn(target: Any = None, /, *, name: str | None = None) -> Any:
     """
 
     def decorate(obj: Any) -> Any:
+        findings = tuple(_guards.scan(obj))
         if inspect.isclass(obj):
-            set_workflow_definition(obj, _class_definition(obj, name or obj.__name__))
+            defn = _class_definition(obj, name or obj.__name__)
+            set_workflow_definition(obj, dataclasses.replace(defn, static_findings=findings))
         elif inspect.iscoroutinefunction(obj):
             set_workflow_definition(
                 obj,
@@ -103,6 +109,7 @@ def defn(target: Any = None, /, *, name: str | None = None) -> Any:
                     cls=None,
                     run_fn=obj,
                     run_signature=_signature(obj, skip_self=False),
+                    static_findings=findings,
                 ),
             )
         else:
@@ -310,6 +317,32 @@ async def wait_condition(
         await fut
     else:
         await asyncio.wait_for(fut, seconds)
+
+
+# -- escape hatch ------------------------------------------------------------------------------
+
+
+class _Unsafe:
+    """``workflow.unsafe``: deliberate exceptions to the determinism rules."""
+
+    @contextlib.contextmanager
+    def allow(self, *kinds: str) -> Iterator[None]:
+        """Let the guarded calls of ``kinds`` through for this block (all kinds if none given).
+
+        Kinds: ``time``, ``random``, ``network``, ``file``, ``subprocess``, ``thread``. Use it
+        only for calls whose result does not steer the workflow (say, a debug print to a file):
+        replay will not repeat their answers.
+        """
+        with _context.current().allow(kinds):
+            yield
+
+    @staticmethod
+    def is_replaying() -> bool:
+        """True while the code re-runs recorded history (e.g. to skip side-channel metrics)."""
+        return _context.current().replaying
+
+
+unsafe = _Unsafe()
 
 
 # -- replay-aware logging -----------------------------------------------------------------------

@@ -8,11 +8,12 @@ instances in a cache between tasks, so a cache hit applies only the new events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +27,16 @@ from duro.converter import (
     to_payloads,
 )
 from duro.definitions import DEFAULT_START_TO_CLOSE, WorkflowDefinition, activity_definition
-from duro.errors import ActivityError, NonDeterminismError, PayloadError, UnknownHandlerError
+from duro.errors import (
+    ActivityError,
+    NonDeterminismError,
+    NondeterministicCallError,
+    PayloadError,
+    UnknownHandlerError,
+)
 from duro.history import Event
 from duro.retry import RetryPolicy
-from duro.runtime import context
+from duro.runtime import context, guards
 from duro.runtime.loop import DurableTimerHandle, WorkflowEventLoop
 
 logger = logging.getLogger("duro.workflow")
@@ -65,6 +72,15 @@ class WorkflowTaskFailure(Exception):
     """Workflow code broke a rule that should fail the task (retried), not the run."""
 
 
+_TASK_FAILURES = (
+    NonDeterminismError,
+    NondeterministicCallError,
+    WorkflowTaskFailure,
+    guards.DeadlockDetected,
+)
+"""Raised by workflow code, these fail the workflow task (retried), never the run."""
+
+
 class WorkflowInstance:
     """See the module docstring."""
 
@@ -89,6 +105,12 @@ class WorkflowInstance:
         self._conditions: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
         self._unhandled_signals: list[tuple[str, list[Any]]] = []
         self.history_length = 0
+        # Determinism guards (runtime/guards.py): read on every guarded call, so plain fields.
+        self.guards_enabled = True
+        self.guards_suspended = False
+        self.allowed_kinds: dict[str, int] = {}
+        self.deadlock_timeout: float | None = 2.0
+        self._static_checked = False
 
     # -- activation ------------------------------------------------------------------------------
 
@@ -103,14 +125,27 @@ class WorkflowInstance:
         self.task_error = None
         self.workflow_time = max(self.workflow_time, workflow_time)
         self.replaying = replaying
+        if not self._static_checked:
+            self._static_checked = True
+            guards.report_static(self, self.defn.static_findings)
+            if self.task_error is not None:
+                raise self.task_error
         previous = context.set_current(self)
         previous_loop = asyncio._get_running_loop()
         asyncio.events._set_running_loop(self.loop)
+        watch = (
+            guards.watchdog.watch(self, self.deadlock_timeout)
+            if self.deadlock_timeout
+            else contextlib.nullcontext()
+        )
         try:
-            for event in events:
-                self.history_length = max(self.history_length, event.event_id)
-                self._apply(event)
-            self._run_until_blocked()
+            with watch:
+                for event in events:
+                    self.history_length = max(self.history_length, event.event_id)
+                    self._apply(event)
+                self._run_until_blocked()
+        except guards.DeadlockDetected:
+            pass  # the watchdog already recorded a DeadlockError as the task error
         finally:
             asyncio.events._set_running_loop(previous_loop)
             context.set_current(previous)
@@ -250,7 +285,7 @@ class WorkflowInstance:
             return
         exc = task.exception()
         if exc is not None:
-            if isinstance(exc, NonDeterminismError | WorkflowTaskFailure):
+            if isinstance(exc, _TASK_FAILURES):
                 self.task_error = exc
                 return
             self.add_command(cmd.FailWorkflow(failure_to_dict(exc)))
@@ -278,7 +313,9 @@ class WorkflowInstance:
 
     def _fail_from_handler(self, exc: BaseException) -> None:
         """A signal handler raised: the run fails, as if its main code had raised."""
-        if isinstance(exc, NonDeterminismError | WorkflowTaskFailure):
+        if self.task_error is not None:
+            return
+        if isinstance(exc, _TASK_FAILURES):
             self.task_error = exc
             return
         if self.closed:
@@ -408,6 +445,20 @@ class WorkflowInstance:
         self._conditions.append(entry)
         fut.add_done_callback(lambda _: self._conditions.remove(entry))
         return fut
+
+    @contextlib.contextmanager
+    def allow(self, kinds: tuple[str, ...]) -> Iterator[None]:
+        """Lift the determinism guards of ``kinds`` (all when empty) for a block."""
+        names = list(guards.iter_kinds(kinds)) or ["*"]
+        for k in names:
+            self.allowed_kinds[k] = self.allowed_kinds.get(k, 0) + 1
+        try:
+            yield
+        finally:
+            for k in names:
+                self.allowed_kinds[k] -= 1
+                if not self.allowed_kinds[k]:
+                    del self.allowed_kinds[k]
 
     def record_marker(self, name: str, details: dict[str, Any]) -> None:
         self.add_command(cmd.RecordMarker(name, details))

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from duro.runtime import guards
 
 if TYPE_CHECKING:
     from duro.runtime.instance import WorkflowInstance
@@ -89,7 +92,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        raise RuntimeError("workflow code cannot use threads; move this into an activity")
+        return self._refuse("loop.call_soon_threadsafe() (threads)", "thread")  # type: ignore[no-any-return]
 
     def call_later(  # type: ignore[override]
         self,
@@ -156,25 +159,28 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
     # -- refused: these would make the run depend on the outside world ---------------------------
 
-    def _refuse(self, what: str) -> Any:
+    def _refuse(self, what: str, kind: str = "network") -> Any:
+        inst = self._instance
+        if inst.guards_enabled:
+            guards.violation(inst, what, kind, sys._getframe(2))
         raise RuntimeError(
             f"workflow code cannot use {what}: it is not deterministic; move it into an activity"
         )
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:  # type: ignore[override]
-        return self._refuse("run_in_executor (threads)")
+        return self._refuse("loop.run_in_executor() (threads)", "thread")
 
     def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
-        return self._refuse("DNS lookups")
+        return self._refuse("a DNS lookup (loop.getaddrinfo)")
 
     async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        return self._refuse("network connections")
+        return self._refuse("a network connection (loop.create_connection)")
 
     async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
-        return self._refuse("subprocesses")
+        return self._refuse("a subprocess", "subprocess")
 
     async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
-        return self._refuse("subprocesses")
+        return self._refuse("a subprocess", "subprocess")
 
     def run_forever(self) -> None:
         self._refuse("run_forever")

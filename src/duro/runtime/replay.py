@@ -16,6 +16,7 @@ from duro.commands import Command, describe_command, describe_event, event_key
 from duro.definitions import WorkflowDefinition
 from duro.errors import NonDeterminismError
 from duro.history import COMMAND_EVENTS, Event, EventType
+from duro.runtime import guards
 from duro.runtime.instance import WorkflowInfo, WorkflowInstance
 
 
@@ -74,7 +75,13 @@ def check_commands(produced: Sequence[Command], batch: Batch) -> None:
         )
 
 
-def new_instance(defn: WorkflowDefinition, started: Event) -> WorkflowInstance:
+def new_instance(
+    defn: WorkflowDefinition,
+    started: Event,
+    *,
+    determinism_guards: bool = True,
+    deadlock_timeout: float | None = 2.0,
+) -> WorkflowInstance:
     """An empty instance for the run whose first event is ``started``."""
     if started.type != EventType.WORKFLOW_EXECUTION_STARTED:
         raise NonDeterminismError(started.event_id, started.type.value, "WorkflowExecutionStarted")
@@ -87,7 +94,12 @@ def new_instance(defn: WorkflowDefinition, started: Event) -> WorkflowInstance:
         task_queue=a["task_queue"],
         start_time=datetime.fromtimestamp(started.time, UTC),
     )
-    return WorkflowInstance(defn, info)
+    instance = WorkflowInstance(defn, info)
+    instance.guards_enabled = determinism_guards
+    instance.deadlock_timeout = deadlock_timeout
+    if determinism_guards:
+        guards.install()
+    return instance
 
 
 def advance(instance: WorkflowInstance, events: Sequence[Event], task_time: float) -> list[Command]:
