@@ -157,6 +157,14 @@ _KEY_ATTRS: dict[EventType, tuple[str, ...]] = {
 }
 
 
+PATCH_MARKER_PREFIX = "patch:"
+
+
+def patch_marker_name(patch_id: str) -> str:
+    """The marker name ``workflow.patched(patch_id)`` records."""
+    return f"{PATCH_MARKER_PREFIX}{patch_id}"
+
+
 def event_key(event: Event) -> tuple[Any, ...]:
     """The replay key of a recorded command event, comparable with ``Command.key()``."""
     return (event.type, *(event.attrs.get(a) for a in _KEY_ATTRS.get(event.type, ())))

@@ -122,16 +122,23 @@ class NonDeterminismError(DuroError):
     ``docs/determinism.md``: guard the change with ``workflow.patched``) or reset the run.
     """
 
-    def __init__(self, event_id: int | None, recorded: str | None, produced: str | None) -> None:
+    def __init__(
+        self,
+        event_id: int | None,
+        recorded: str | None,
+        produced: str | None,
+        *,
+        hint: str | None = None,
+    ) -> None:
         self.event_id = event_id
         self.recorded = recorded
         self.produced = produced
         where = f"at event {event_id}" if event_id is not None else "at the end of history"
+        advice = hint or ("changing workflow code under running workflows needs workflow.patched()")
         super().__init__(
             f"non-deterministic workflow {where}: history recorded "
             f"{recorded or 'no command'}, the code produced {produced or 'no command'}. "
-            "Changing workflow code under running workflows needs workflow.patched(); "
-            "see docs/determinism.md"
+            f"{advice[0].upper()}{advice[1:]}; see docs/determinism.md"
         )
 
 

@@ -54,11 +54,13 @@ __all__ = [
     "ActivityHandle",
     "WorkflowInfo",
     "defn",
+    "deprecate_patch",
     "execute_activity",
     "in_workflow",
     "info",
     "logger",
     "now",
+    "patched",
     "query",
     "random",
     "run",
@@ -317,6 +319,36 @@ async def wait_condition(
         await fut
     else:
         await asyncio.wait_for(fut, seconds)
+
+
+# -- versioning ---------------------------------------------------------------------------------
+
+
+def patched(patch_id: str) -> bool:
+    """Guard a change to workflow code: True on the new path, False when replaying old runs.
+
+    Runs that passed this point before the change replay the old path; new runs (and runs that
+    reach this point after the deploy) take the new path and record a marker. See
+    docs/determinism.md for the whole procedure.
+
+    Example::
+
+        if workflow.patched("summarize-with-gpt5"):
+            summary = await summarize_v2(text)
+        else:
+            summary = await summarize(text)
+    """
+    return _context.current().patched(patch_id)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Step two of a patch: the new path is unconditional, old markers still replay.
+
+    Replace ``if workflow.patched(id): new else: old`` by ``workflow.deprecate_patch(id); new``
+    once no run that took the old path is still open; remove the call once no run that
+    recorded the marker is open.
+    """
+    _context.current().deprecate_patch(patch_id)
 
 
 # -- escape hatch ------------------------------------------------------------------------------

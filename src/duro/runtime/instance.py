@@ -111,6 +111,9 @@ class WorkflowInstance:
         self.allowed_kinds: dict[str, int] = {}
         self.deadlock_timeout: float | None = 2.0
         self._static_checked = False
+        # Versioning: patch ids decided so far, and the patch markers of the batch being replayed.
+        self._patches: dict[str, bool] = {}
+        self.recorded_markers: frozenset[str] = frozenset()
 
     # -- activation ------------------------------------------------------------------------------
 
@@ -462,6 +465,35 @@ class WorkflowInstance:
 
     def record_marker(self, name: str, details: dict[str, Any]) -> None:
         self.add_command(cmd.RecordMarker(name, details))
+
+    def patched(self, patch_id: str) -> bool:
+        """True on the new code path: for new runs and for code that is past the patch point.
+
+        Live, the first call records a ``patch:<id>`` marker and returns True. Replaying, it
+        returns True only if the batch being replayed recorded that marker, so histories written
+        by the old code take the old path. The answer is memoized for the rest of the run.
+        """
+        if patch_id in self._patches:
+            return self._patches[patch_id]
+        name = cmd.patch_marker_name(patch_id)
+        taken = name in self.recorded_markers if self.replaying else True
+        if taken:
+            self.record_marker(name, {"patch_id": patch_id})
+        self._patches[patch_id] = taken
+        return taken
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The patch is now unconditional: replay histories written with or without it.
+
+        Records the marker only when replaying a batch that has it, so both kinds of history
+        match; new runs record nothing.
+        """
+        if patch_id in self._patches:
+            return
+        name = cmd.patch_marker_name(patch_id)
+        if self.replaying and name in self.recorded_markers:
+            self.record_marker(name, {"patch_id": patch_id, "deprecated": True})
+        self._patches[patch_id] = True
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.workflow_time, UTC)

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from duro.commands import Command, describe_command, describe_event, event_key
+from duro.commands import (
+    PATCH_MARKER_PREFIX,
+    Command,
+    describe_command,
+    describe_event,
+    event_key,
+)
 from duro.definitions import WorkflowDefinition
 from duro.errors import NonDeterminismError
 from duro.history import COMMAND_EVENTS, Event, EventType
@@ -68,10 +74,20 @@ def check_commands(produced: Sequence[Command], batch: Batch) -> None:
             event_id = recorded[-1].event_id + 1
         else:
             event_id = batch.completed.event_id + 1
+        hint = None
+        name = str(r.attrs.get("name", "")) if r is not None else ""
+        if r is not None and name.startswith(PATCH_MARKER_PREFIX):
+            patch_id = name.removeprefix(PATCH_MARKER_PREFIX)
+            hint = (
+                f"this run took the new path of patch {patch_id!r}, but the code no longer "
+                f"calls workflow.patched({patch_id!r}): keep workflow.deprecate_patch("
+                f"{patch_id!r}) at that point until every run started before the patch closed"
+            )
         raise NonDeterminismError(
             event_id,
             describe_event(r) if r is not None else None,
             describe_command(p) if p is not None else None,
+            hint=hint,
         )
 
 
@@ -111,7 +127,15 @@ def advance(instance: WorkflowInstance, events: Sequence[Event], task_time: floa
     for batch in split_batches(events):
         if batch.completed is not None:
             workflow_time = float(batch.completed.attrs.get("workflow_time", batch.completed.time))
-            produced = instance.activate(batch.inputs, workflow_time, replaying=True)
+            instance.recorded_markers = frozenset(
+                e.attrs.get("name", "")
+                for e in batch.commands
+                if e.type == EventType.MARKER_RECORDED
+            )
+            try:
+                produced = instance.activate(batch.inputs, workflow_time, replaying=True)
+            finally:
+                instance.recorded_markers = frozenset()
             check_commands(produced, batch)
             last = batch.commands[-1] if batch.commands else batch.completed
             instance.last_event_id = last.event_id
