@@ -347,7 +347,7 @@ async def replay_history(db: Path, *, steps: int, repeats: int) -> WorkloadResul
     ]
     res.notes.append(
         f"history of {len(events)} events; pure replay = duro.runtime.replay.replay(defn, events), "
-        f"{repeats} repeats; cold worker = a fresh worker (empty cache) handles the signal that "
-        "ends the run, so it fetches and replays the whole history"
+        f"best and median of {repeats} replays; cold worker = a fresh worker (empty cache) "
+        "handles the signal that ends the run, so it fetches and replays the whole history"
     )
     return res
