@@ -193,3 +193,83 @@ async def test_run_that_reaches_the_patch_after_the_deploy_takes_the_new_path(
     async with Worker(client, workflows=[WaiterPatched], activities=ACTIVITIES):
         await handle.signal("proceed")
         assert await handle.result(timeout=10) == "v2 summary of late"
+
+
+# -- build ids and pinning ------------------------------------------------------------------------
+
+
+@workflow.defn(name="Pinned", versioning="pinned")
+class PinnedWaiter(WaiterV1):
+    pass
+
+
+@workflow.defn(name="Quick")
+async def quick() -> str:
+    return "done"
+
+
+async def test_runs_record_the_builds_that_advanced_them(client: Client) -> None:
+    async with Worker(client, workflows=[WaiterV1], activities=ACTIVITIES, build_id="v1"):
+        handle = await client.start_workflow(WaiterV1, id="builds")
+        while len(await handle.fetch_history()) < 2:
+            await asyncio.sleep(0.01)
+    async with Worker(client, workflows=[WaiterV1], activities=ACTIVITIES, build_id="v2"):
+        await handle.signal("proceed")
+        await handle.result(timeout=10)
+    info = await handle.describe()
+    assert info.build_ids == ["v1", "v2"]
+    assert info.pinned_build_id is None
+    history = await handle.fetch_history()
+    builds = [
+        e.attrs.get("build_id") for e in history if e.type == EventType.WORKFLOW_TASK_COMPLETED
+    ]
+    assert builds[0] == "v1" and builds[-1] == "v2"
+
+
+async def test_pinned_run_is_only_advanced_by_its_build(client: Client) -> None:
+    async with Worker(client, workflows=[PinnedWaiter], activities=ACTIVITIES, build_id="v1"):
+        pinned = await client.start_workflow(PinnedWaiter, id="pinned")
+        while len(await pinned.fetch_history()) < 2:
+            await asyncio.sleep(0.01)
+    assert (await pinned.describe()).pinned_build_id == "v1"
+    await pinned.signal("proceed")
+    async with Worker(
+        client, workflows=[PinnedWaiter, quick], activities=ACTIVITIES, build_id="v2"
+    ):
+        # The v2 worker polls past the pinned run's task (older, visible) to take this one.
+        assert await client.execute_workflow(quick, id="unpinned") == "done"
+        kinds = [e.type.value for e in await pinned.fetch_history()]
+        assert kinds[-1] == "WorkflowExecutionSignaled"  # not advanced by v2
+    async with Worker(client, workflows=[PinnedWaiter], activities=ACTIVITIES, build_id="v1"):
+        assert await pinned.result(timeout=10) == "v1 summary of late"
+    assert (await pinned.describe()).build_ids == ["v1"]
+
+
+@workflow.defn(name="Strict", on_nondeterminism="fail_run")
+class StrictV1(WaiterV1):
+    pass
+
+
+@workflow.defn(name="Strict", on_nondeterminism="fail_run")
+class StrictChanged(WaiterV1):
+    @workflow.run
+    async def run(self) -> str:
+        await summarize_v2("early")  # a command the old history does not have
+        await workflow.wait_condition(lambda: self.go)
+        return "never"
+
+
+async def test_fail_run_on_nondeterminism(client: Client) -> None:
+    from duro import WorkflowFailureError
+
+    async with Worker(client, workflows=[StrictV1], activities=ACTIVITIES):
+        handle = await client.start_workflow(StrictV1, id="strict")
+        while len(await handle.fetch_history()) < 2:
+            await asyncio.sleep(0.01)
+    async with Worker(
+        client, workflows=[StrictChanged], activities=ACTIVITIES, max_cached_workflows=1
+    ):
+        await handle.signal("proceed")
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result(timeout=10)
+    assert "non-deterministic workflow" in str(info.value.cause)

@@ -37,6 +37,10 @@ class WorkflowDefinition:
     queries: dict[str, HandlerDefinition] = field(default_factory=dict)
     static_findings: tuple[Any, ...] = ()
     """Clock calls the determinism guards found in the source (reported on the first run)."""
+    fail_run_on_nondeterminism: bool = False
+    """Replay divergence fails the run (True) or only the workflow task (default)."""
+    pinned: bool = False
+    """Only workers of the build id that started a run may advance it."""
 
     def handler_names(self) -> dict[str, list[str]]:
         """Registered in the store so clients can reject unknown signal / query names."""

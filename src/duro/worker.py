@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from duro import activity as activity_api
+from duro.commands import FailWorkflow
 from duro.converter import failure_to_dict, to_payload
 from duro.definitions import (
     ActivityDefinition,
@@ -43,6 +44,7 @@ from duro.definitions import (
 from duro.errors import (
     ApplicationError,
     LeaseLostError,
+    NonDeterminismError,
     PayloadError,
     StoreError,
     UnknownWorkflowTypeError,
@@ -365,7 +367,12 @@ class Worker:
             since = {topic: store.version(topic)}
             try:
                 leases = await store.poll_workflow_tasks(
-                    self.namespace, self.task_queue, self.worker_id, free, self._cache.upto
+                    self.namespace,
+                    self.task_queue,
+                    self.worker_id,
+                    free,
+                    self._cache.upto,
+                    self.build_id,
                 )
             except StoreError as e:
                 logger.warning("workflow task poll failed: %s", e)
@@ -479,6 +486,13 @@ class Worker:
             self._stats["cache_hit"] += 1
         try:
             commands = advance(inst, events, lease.started_time)
+        except NonDeterminismError as e:
+            self._cache.evict(run_id)
+            if not inst.defn.fail_run_on_nondeterminism:
+                await self._fail_workflow_task(lease, e)
+                return
+            logger.error("run %s failed: %s", run_id, e)
+            commands = [FailWorkflow(failure_to_dict(e))]  # on_nondeterminism="fail_run"
         except Exception as e:
             self._cache.evict(run_id)
             await self._fail_workflow_task(lease, e)
@@ -497,6 +511,7 @@ class Worker:
             eager_activity_queue=self.task_queue if free_slots > 0 else None,
             eager_activities=max(0, free_slots),
             worker_id=self.worker_id,
+            pin=inst.defn.pinned,
         )
         try:
             result = await store.complete_workflow_task(lease, completion)
@@ -614,12 +629,20 @@ class Worker:
         try:
             if outcome_ok:
                 wt = await store.complete_activity_task(
-                    lease, value, eager_worker_id=eager, cached_upto=self._cache.upto
+                    lease,
+                    value,
+                    eager_worker_id=eager,
+                    cached_upto=self._cache.upto,
+                    build_id=self.build_id,
                 )
                 self._stats["act_completed"] += 1
             else:
                 wt = await store.fail_activity_task(
-                    lease, value, eager_worker_id=eager, cached_upto=self._cache.upto
+                    lease,
+                    value,
+                    eager_worker_id=eager,
+                    cached_upto=self._cache.upto,
+                    build_id=self.build_id,
                 )
                 self._stats["act_failed"] += 1
         except LeaseLostError:

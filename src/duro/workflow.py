@@ -34,7 +34,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from duro.converter import Signature, signature_of
 from duro.definitions import (
@@ -87,33 +87,58 @@ def defn(target: T, /) -> T: ...
 
 
 @overload
-def defn(*, name: str | None = None) -> Callable[[T], T]: ...
+def defn(
+    *,
+    name: str | None = None,
+    on_nondeterminism: Literal["fail_task", "fail_run"] = "fail_task",
+    versioning: Literal["auto_upgrade", "pinned"] = "auto_upgrade",
+) -> Callable[[T], T]: ...
 
 
-def defn(target: Any = None, /, *, name: str | None = None) -> Any:
+def defn(
+    target: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    on_nondeterminism: Literal["fail_task", "fail_run"] = "fail_task",
+    versioning: Literal["auto_upgrade", "pinned"] = "auto_upgrade",
+) -> Any:
     """Declare a workflow: a class with one ``@workflow.run`` method, or an async function.
 
     Args:
         name: The workflow type name stored in history; default the class or function name.
             Renaming the class later keeps old runs working only if ``name`` stays the same.
+        on_nondeterminism: When replay diverges from history, ``fail_task`` (default) fails
+            the workflow task, which is retried until fixed code is deployed; ``fail_run``
+            fails the run at once.
+        versioning: ``auto_upgrade`` (default): any worker advances the run, so new code must
+            replay its history (use ``patched``). ``pinned``: only workers with the ``build_id``
+            that started the run advance it, so old code finishes old runs.
     """
+    if on_nondeterminism not in ("fail_task", "fail_run"):
+        raise ValueError(
+            f"on_nondeterminism must be 'fail_task' or 'fail_run', not {on_nondeterminism!r}"
+        )
+    if versioning not in ("auto_upgrade", "pinned"):
+        raise ValueError(f"versioning must be 'auto_upgrade' or 'pinned', not {versioning!r}")
 
     def decorate(obj: Any) -> Any:
-        findings = tuple(_guards.scan(obj))
+        options: dict[str, Any] = {
+            "static_findings": tuple(_guards.scan(obj)),
+            "fail_run_on_nondeterminism": on_nondeterminism == "fail_run",
+            "pinned": versioning == "pinned",
+        }
         if inspect.isclass(obj):
             defn = _class_definition(obj, name or obj.__name__)
-            set_workflow_definition(obj, dataclasses.replace(defn, static_findings=findings))
+            set_workflow_definition(obj, dataclasses.replace(defn, **options))
         elif inspect.iscoroutinefunction(obj):
-            set_workflow_definition(
-                obj,
-                WorkflowDefinition(
-                    name=name or obj.__name__,
-                    cls=None,
-                    run_fn=obj,
-                    run_signature=_signature(obj, skip_self=False),
-                    static_findings=findings,
-                ),
+            defn = WorkflowDefinition(
+                name=name or obj.__name__,
+                cls=None,
+                run_fn=obj,
+                run_signature=_signature(obj, skip_self=False),
             )
+            set_workflow_definition(obj, dataclasses.replace(defn, **options))
         else:
             raise TypeError(f"@workflow.defn goes on a class or an async function, not {obj!r}")
         return obj

@@ -39,6 +39,10 @@ class RunRecord:
     """Store bookkeeping: the worker that cached the run (its next task waits for it)."""
     has_buffered: bool = False
     """Store bookkeeping: input events are buffered for the task in flight."""
+    build_ids: list[str] = field(default_factory=list)
+    """Store bookkeeping: builds that completed workflow tasks of the run."""
+    pinned_build_id: str | None = None
+    """Store bookkeeping: the only build that may advance a pinned run."""
 
 
 @dataclass(slots=True)

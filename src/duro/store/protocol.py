@@ -70,6 +70,8 @@ class WorkflowTaskCompletion:
     """Claim up to ``eager_activities`` of the scheduled activities on this queue at once."""
     eager_activities: int = 0
     worker_id: str = ""
+    pin: bool = False
+    """The workflow is pinned: hold the run to ``build_id`` from its first task on."""
 
 
 @dataclass(slots=True)
@@ -121,6 +123,9 @@ class ExecutionInfo:
     workflow_task_failure: dict[str, Any] | None = None
     pending_activities: list[PendingActivityInfo] = field(default_factory=list)
     pending_timers: list[tuple[int, float]] = field(default_factory=list)
+    build_ids: list[str] = field(default_factory=list)
+    """Builds of the workers that advanced the run; the first one started it."""
+    pinned_build_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +197,7 @@ class Store(Protocol):
         worker_id: str,
         max_tasks: int,
         cached_upto: Callable[[str], int] | None = None,
+        build_id: str = "",
     ) -> list[WorkflowTaskLease]: ...
 
     async def get_history(self, run_id: str, after_event_id: int = 0) -> list[Event]: ...
@@ -216,6 +222,7 @@ class Store(Protocol):
         *,
         eager_worker_id: str | None = None,
         cached_upto: Callable[[str], int] | None = None,
+        build_id: str = "",
     ) -> WorkflowTaskLease | None: ...
 
     async def fail_activity_task(
@@ -225,6 +232,7 @@ class Store(Protocol):
         *,
         eager_worker_id: str | None = None,
         cached_upto: Callable[[str], int] | None = None,
+        build_id: str = "",
     ) -> WorkflowTaskLease | None: ...
 
     async def heartbeat_activity_task(self, lease: ActivityTaskLease, details: Any) -> bool: ...

@@ -372,9 +372,16 @@ class SQLiteStore:
         worker_id: str,
         max_tasks: int,
         cached_upto: Callable[[str], int] | None = None,
+        build_id: str = "",
     ) -> list[WorkflowTaskLease]:
         return await self._call(
-            ops.poll_workflow_tasks, namespace, task_queue, worker_id, max_tasks, cached_upto
+            ops.poll_workflow_tasks,
+            namespace,
+            task_queue,
+            worker_id,
+            max_tasks,
+            cached_upto,
+            build_id,
         )
 
     async def get_history(self, run_id: str, after_event_id: int = 0) -> list[Event]:
@@ -404,9 +411,10 @@ class SQLiteStore:
         *,
         eager_worker_id: str | None = None,
         cached_upto: Callable[[str], int] | None = None,
+        build_id: str = "",
     ) -> WorkflowTaskLease | None:
         return await self._call(
-            ops.activity_outcome, lease, True, result, eager_worker_id, cached_upto
+            ops.activity_outcome, lease, True, result, eager_worker_id, cached_upto, build_id
         )
 
     async def fail_activity_task(
@@ -416,9 +424,10 @@ class SQLiteStore:
         *,
         eager_worker_id: str | None = None,
         cached_upto: Callable[[str], int] | None = None,
+        build_id: str = "",
     ) -> WorkflowTaskLease | None:
         return await self._call(
-            ops.activity_outcome, lease, False, failure, eager_worker_id, cached_upto
+            ops.activity_outcome, lease, False, failure, eager_worker_id, cached_upto, build_id
         )
 
     async def heartbeat_activity_task(self, lease: ActivityTaskLease, details: Any) -> bool:

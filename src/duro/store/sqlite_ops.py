@@ -154,6 +154,7 @@ def poll_workflow_tasks(
     worker_id: str,
     max_tasks: int,
     cached_upto: Callable[[str], int] | None,
+    build_id: str = "",
 ) -> list[WorkflowTaskLease]:
     conn, now = tx.conn, tx.now
     rows = conn.execute(
@@ -161,8 +162,9 @@ def poll_workflow_tasks(
         "JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'workflow' "
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
         "AND (t.sticky_worker IS NULL OR t.sticky_worker = ? OR t.sticky_until <= ?) "
+        "AND (e.pinned_build_id IS NULL OR e.pinned_build_id = ?) "
         "ORDER BY t.visible_at LIMIT ?",
-        (namespace, task_queue, now, worker_id, now, max_tasks),
+        (namespace, task_queue, now, worker_id, now, build_id, max_tasks),
     ).fetchall()
     leases = []
     for row in rows:
@@ -212,11 +214,28 @@ def complete_workflow_task(
     apply_transition(tx, run, t, claims, sticky_worker=sticky)
     if t.rejected is not None:
         return CompletionResult(accepted=False, reason=t.rejected)
+    _record_build(tx, run, completion)
     return CompletionResult(
         accepted=True,
         last_event_id=first + len(t.append) - 1,
         activity_leases=claims.activity_leases,
     )
+
+
+def _record_build(tx: Tx, run: RunRecord, completion: WorkflowTaskCompletion) -> None:
+    """Remember which builds advanced the run, and pin a pinned workflow to its first build."""
+    build = completion.build_id
+    new_build = bool(build) and build not in run.build_ids
+    pin = completion.pin and run.pinned_build_id is None
+    if not new_build and not pin:
+        return
+    builds = [*run.build_ids, build] if new_build else run.build_ids
+    tx.conn.execute(
+        "UPDATE executions SET build_ids = ?, pinned_build_id = COALESCE(pinned_build_id, ?) "
+        "WHERE run_id = ?",
+        (dumps(builds), build if pin else None, run.run_id),
+    )
+    run.build_ids = builds
 
 
 def fail_workflow_task(tx: Tx, lease: WorkflowTaskLease, failure: dict[str, Any]) -> None:
@@ -302,6 +321,7 @@ def activity_outcome(
     value: Any,
     eager_worker_id: str | None,
     cached_upto: Callable[[str], int] | None,
+    build_id: str = "",
 ) -> WorkflowTaskLease | None:
     conn, now = tx.conn, tx.now
     row = conn.execute(
@@ -321,7 +341,12 @@ def activity_outcome(
     # The worker has this run cached: hand it the next workflow task in this transaction.
     claims = None
     if eager_worker_id is not None:
-        claims = Claims(worker_id=eager_worker_id, workflow_task=True, cached_upto=cached_upto)
+        claims = Claims(
+            worker_id=eager_worker_id,
+            workflow_task=True,
+            build_id=build_id,
+            cached_upto=cached_upto,
+        )
     apply_transition(tx, run, t, claims)
     return claims.workflow_lease if claims is not None else None
 
@@ -545,7 +570,8 @@ def known_types(tx: Tx, namespace: str, task_queue: str) -> list[str] | None:
 
 _INFO_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time, close_time, "
-    "next_event_id, args, result, failure, memo, wt_attempt, wt_failure"
+    "next_event_id, args, result, failure, memo, wt_attempt, wt_failure, build_ids, "
+    "pinned_build_id"
 )
 
 
@@ -566,6 +592,8 @@ def _info_from_row(row: tuple[Any, ...]) -> ExecutionInfo:
         memo=loads(row[12]) or {},
         workflow_task_attempt=row[13],
         workflow_task_failure=loads(row[14]),
+        build_ids=loads(row[15]) or [],
+        pinned_build_id=row[16],
     )
 
 

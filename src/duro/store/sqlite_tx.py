@@ -50,7 +50,7 @@ class Tx:
 
 RUN_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, next_event_id, "
-    "wt_state, wt_attempt, sticky_worker, buffered"
+    "wt_state, wt_attempt, sticky_worker, buffered, build_ids, pinned_build_id"
 )
 RUN_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in RUN_COLUMNS.split(","))
 
@@ -68,6 +68,8 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
         wt_attempt=row[8],
         sticky_worker=row[9],
         has_buffered=bool(row[10]),
+        build_ids=loads(row[11]) or [],
+        pinned_build_id=row[12],
     )
 
 
@@ -108,6 +110,8 @@ class Claims:
     activity_queue: str | None = None
     max_activities: int = 0
     workflow_task: bool = False
+    build_id: str = ""
+    """The claiming worker's build id: a pinned run is only handed to its own build."""
     cached_upto: Callable[[str], int] | None = None
     activity_leases: list[ActivityTaskLease] = field(default_factory=list)
     workflow_lease: WorkflowTaskLease | None = None
@@ -156,6 +160,7 @@ def apply_transition(
         and t.close is None
         and t.wt_state == WorkflowTaskState.SCHEDULED
         and visible <= now
+        and run.pinned_build_id in (None, claims.build_id)
     )
     if claim_wt:
         wt_state = WorkflowTaskState.STARTED
