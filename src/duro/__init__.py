@@ -13,8 +13,10 @@ from duro.client import Client, IdConflictPolicy, IdReusePolicy, WorkflowExecuti
 from duro.errors import (
     ActivityError,
     ApplicationError,
+    DeadlockError,
     DuroError,
     NonDeterminismError,
+    NondeterministicCallError,
     PayloadDecodeError,
     PayloadEncodeError,
     QueryError,
@@ -27,7 +29,9 @@ from duro.errors import (
     WorkflowNotFoundError,
 )
 from duro.history import Event, EventType, RunStatus
+from duro.replayer import Replayer, ReplayResult
 from duro.retry import RetryPolicy
+from duro.visibility import QuerySyntaxError
 from duro.worker import Worker, WorkerStatistics
 
 __version__ = "0.1.0"
@@ -36,15 +40,20 @@ __all__ = [
     "ActivityError",
     "ApplicationError",
     "Client",
+    "DeadlockError",
     "DuroError",
     "Event",
     "EventType",
     "IdConflictPolicy",
     "IdReusePolicy",
     "NonDeterminismError",
+    "NondeterministicCallError",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "QueryError",
+    "QuerySyntaxError",
+    "ReplayResult",
+    "Replayer",
     "RetryPolicy",
     "RunStatus",
     "TimeoutError",

@@ -101,6 +101,8 @@ def execution_json(info: ExecutionInfo, *, detail: bool = False) -> dict[str, An
         memo=info.memo,
         workflow_task_attempt=info.workflow_task_attempt,
         workflow_task_failure=info.workflow_task_failure,
+        build_ids=info.build_ids,
+        pinned_build_id=info.pinned_build_id,
         pending_activities=[_pending_activity_json(p) for p in info.pending_activities],
         pending_timers=[
             {"seq": seq, "fire_at": json_time(fire_at)} for seq, fire_at in info.pending_timers
@@ -159,6 +161,9 @@ def describe_view(info: ExecutionInfo) -> RenderableType:
     fields.add_row("Started", human_time(info.start_time))
     fields.add_row("Closed", human_time(info.close_time))
     fields.add_row("History", f"{info.history_length} events")
+    if info.build_ids:
+        pinned = f" (pinned to {info.pinned_build_id})" if info.pinned_build_id else ""
+        fields.add_row("Builds", Text(", ".join(info.build_ids) + pinned))
     if info.args:
         fields.add_row("Input", Text(compact(info.args, 400)))
     if info.status == RunStatus.COMPLETED:

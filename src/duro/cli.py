@@ -29,6 +29,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -40,6 +41,7 @@ from duro.client import DEFAULT_DB, Client, WorkflowHandle
 from duro.definitions import activity_definition, workflow_definition
 from duro.errors import DuroError, WorkflowFailureError
 from duro.history import Event, RunStatus
+from duro.replayer import Replayer, ReplayResult
 from duro.store.protocol import ExecutionInfo
 from duro.worker import Worker
 
@@ -337,16 +339,28 @@ def _print_outcome(info: ExecutionInfo, as_json: bool) -> int:
     type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
     help="Only runs with this status.",
 )
+@click.option(
+    "--query",
+    metavar="QUERY",
+    help="Visibility query, e.g. \"WorkflowType = 'Agent' AND Status = 'Running'\".",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 @connection_options
 def list_cmd(
-    conn: Connection, workflow_type: str | None, status: str | None, limit: int, as_json: bool
+    conn: Connection,
+    workflow_type: str | None,
+    status: str | None,
+    query: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first (or as the query's ORDER BY says)."""
 
     async def action(client: Client) -> list[ExecutionInfo]:
-        return await client.list_workflows(workflow_type=workflow_type, status=status, limit=limit)
+        return await client.list_workflows(
+            query, workflow_type=workflow_type, status=status, limit=limit
+        )
 
     infos = _run(conn, action)
     if as_json:
@@ -492,6 +506,70 @@ def terminate_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason
 
     _run(conn, action)
     click.echo(f"Terminated workflow {workflow_id!r}.")
+
+
+# -- replay ---------------------------------------------------------------------------------------
+
+
+@cli.command("replay")
+@click.argument("target")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--query",
+    metavar="QUERY",
+    help="Replay the runs this visibility query selects from --db (default: running runs).",
+)
+@click.option("--from-db", is_flag=True, help="Replay runs from the database (see --query).")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@json_option
+@connection_options
+def replay_cmd(
+    conn: Connection,
+    target: str,
+    files: tuple[Path, ...],
+    query: str | None,
+    from_db: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Replay histories against the workflows of TARGET; exit 1 if any diverges.
+
+    The check to run before a deploy: FILES are histories exported with
+    `duro workflow show ID --json` (folders: every *.json inside), or, with --from-db or
+    --query, the runs of the database. TARGET is loaded like `duro worker TARGET`.
+    """
+    workflows, _ = load_target(target)
+    if not workflows:
+        raise TargetError(f"{target!r} registers no workflows to replay")
+    replayer = Replayer(workflows)
+    results = replayer.replay_files(files) if files else []
+    if query is not None or from_db or not files:
+
+        async def action(client: Client) -> list[ReplayResult]:
+            return await replayer.replay_store(client, query, limit=limit)
+
+        results += _run(conn, action)
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "workflow_id": r.workflow_id,
+                    "run_id": r.run_id,
+                    "workflow_type": r.workflow_type,
+                    "source": r.source,
+                    "ok": r.ok,
+                    "error": None if r.ok else f"{type(r.error).__name__}: {r.error}",
+                }
+                for r in results
+            ]
+        )
+    else:
+        for r in results:
+            click.echo(str(r))
+        click.echo(f"{len(results) - len(failed)} replayed cleanly, {len(failed)} diverged")
+    if failed:
+        sys.exit(EXIT_FAILURE)
 
 
 # -- worker ---------------------------------------------------------------------------------------

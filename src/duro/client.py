@@ -29,6 +29,7 @@ from duro.errors import (
 from duro.history import Event, RunStatus
 from duro.store import Store, open_store
 from duro.store.protocol import ExecutionInfo, PendingActivityInfo
+from duro.visibility import parse_query
 
 __all__ = [
     "Client",
@@ -145,19 +146,29 @@ class Client:
 
     async def list_workflows(
         self,
+        query: str | None = None,
         *,
         workflow_type: str | None = None,
         status: RunStatus | str | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
     ) -> list[WorkflowExecution]:
-        """Runs of this namespace, newest first, optionally filtered by type, status or id."""
+        """Runs of this namespace, newest first, filtered by a query and/or by field.
+
+        Args:
+            query: A visibility query, e.g. ``"WorkflowType = 'Agent' AND Status = 'Running'
+                ORDER BY StartTime DESC"`` (see ``duro.visibility``).
+
+        Raises:
+            QuerySyntaxError: the query does not parse or names an unknown field.
+        """
         return await self.store.list_workflows(
             self.namespace,
             workflow_type=workflow_type,
             status=RunStatus(status) if status else None,
             workflow_id=workflow_id,
             limit=limit,
+            query=parse_query(query) if query else None,
         )
 
 

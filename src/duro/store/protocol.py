@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from duro.commands import Command
 from duro.engine.start import StartRequest
 from duro.history import Event, RunStatus
+from duro.visibility import Query
 
 
 @dataclass(slots=True)
@@ -292,4 +293,5 @@ class Store(Protocol):
         status: RunStatus | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
+        query: Query | None = None,
     ) -> list[ExecutionInfo]: ...

@@ -47,6 +47,7 @@ from duro.store.protocol import (
     WorkflowTaskLease,
 )
 from duro.store.sqlite_tx import Tx, get_history
+from duro.visibility import Query
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -441,6 +442,14 @@ class SQLiteStore:
     async def next_timer_time(self) -> float | None:
         return await self._call(ops.next_timer_time, readonly=True)
 
+    async def pending_work(self) -> tuple[int, float | None]:
+        """Work runnable now (leased or visible tasks, due timers) and the next due time.
+
+        For the testing toolkit's clock: with nothing runnable, jumping to the next due time
+        skips no work. Not part of the ``Store`` protocol.
+        """
+        return await self._call(ops.pending_work, readonly=True)
+
     # -- queries ---------------------------------------------------------------------------------
 
     async def submit_query(
@@ -507,9 +516,17 @@ class SQLiteStore:
         status: RunStatus | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
+        query: Query | None = None,
     ) -> list[ExecutionInfo]:
         return await self._call(
-            ops.list_workflows, namespace, workflow_type, status, workflow_id, limit, readonly=True
+            ops.list_workflows,
+            namespace,
+            workflow_type,
+            status,
+            workflow_id,
+            limit,
+            query,
+            readonly=True,
         )
 
     async def resolve_run(self, namespace: str, workflow_id: str, run_id: str | None) -> str:

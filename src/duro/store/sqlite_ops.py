@@ -47,6 +47,7 @@ from duro.store.sqlite_tx import (
     run_from_row,
     workflow_lease,
 )
+from duro.visibility import And, Compare, Condition, Or, Query
 
 
 def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
@@ -400,6 +401,21 @@ def next_timer_time(tx: Tx) -> float | None:
     return min(candidates) if candidates else None
 
 
+def pending_work(tx: Tx) -> tuple[int, float | None]:
+    """How much work can run now, and when the next becomes due (``next_timer_time``).
+
+    The count covers tasks that are leased or visible and timers already due. Zero means every
+    run waits on a timer, a retry backoff or something from outside (a signal), so a test clock
+    may jump to the second value without skipping over any work (duro.testing's time skipping).
+    """
+    now = tx.now
+    tasks = tx.conn.execute(
+        "SELECT COUNT(*) FROM tasks WHERE lease_id IS NOT NULL OR visible_at <= ?", (now,)
+    ).fetchone()[0]
+    timers = tx.conn.execute("SELECT COUNT(*) FROM timers WHERE fire_at <= ?", (now,)).fetchone()[0]
+    return int(tasks) + int(timers), next_timer_time(tx)
+
+
 def submit_query(
     tx: Tx, namespace: str, workflow_id: str, run_id: str | None, name: str, args: list[Any]
 ) -> int:
@@ -636,6 +652,30 @@ def describe_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -
     return info
 
 
+_QUERY_COLUMNS = {
+    "WorkflowType": "workflow_type",
+    "WorkflowId": "workflow_id",
+    "RunId": "run_id",
+    "TaskQueue": "task_queue",
+    "Status": "status",
+    "StartTime": "start_time",
+    "CloseTime": "close_time",
+}
+_QUERY_OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def _where(cond: Condition, params: list[Any]) -> str:
+    """SQL for a parsed visibility condition; values are always bound parameters."""
+    if isinstance(cond, Compare):
+        params.append(cond.value)
+        return f"{_QUERY_COLUMNS[cond.field]} {_QUERY_OPS[cond.op]} ?"
+    if isinstance(cond, And):
+        return "(" + " AND ".join(_where(c, params) for c in cond.parts) + ")"
+    if isinstance(cond, Or):
+        return "(" + " OR ".join(_where(c, params) for c in cond.parts) + ")"
+    return f"NOT {_where(cond.part, params)}"
+
+
 def list_workflows(
     tx: Tx,
     namespace: str,
@@ -643,6 +683,7 @@ def list_workflows(
     status: RunStatus | None,
     workflow_id: str | None,
     limit: int,
+    query: Query | None = None,
 ) -> list[ExecutionInfo]:
     where = ["namespace = ?"]
     params: list[Any] = [namespace]
@@ -655,9 +696,14 @@ def list_workflows(
     if workflow_id:
         where.append("workflow_id = ?")
         params.append(workflow_id)
+    order = "start_time DESC"
+    if query is not None:
+        if query.where is not None:
+            where.append(_where(query.where, params))
+        order = f"{_QUERY_COLUMNS[query.order_by]} {'DESC' if query.descending else 'ASC'}"
     rows = tx.conn.execute(
         f"SELECT {_INFO_COLUMNS} FROM executions WHERE {' AND '.join(where)} "
-        "ORDER BY start_time DESC LIMIT ?",
+        f"ORDER BY {order} LIMIT ?",
         (*params, limit),
     ).fetchall()
     return [_info_from_row(r) for r in rows]

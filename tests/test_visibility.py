@@ -1,0 +1,86 @@
+"""The visibility query language: parsing, clear errors, and filtering runs in the store."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from duro import Client, QuerySyntaxError, Worker, workflow
+from duro.visibility import And, Compare, Not, Or, parse_query
+
+
+def test_parses_conditions_order_and_converts_values() -> None:
+    q = parse_query(
+        "WorkflowType = 'Agent' AND status = 'running' AND StartTime > '2026-01-01' "
+        "ORDER BY StartTime DESC"
+    )
+    assert q.where == And(
+        (
+            Compare("WorkflowType", "=", "Agent"),
+            Compare("Status", "=", "Running"),
+            Compare("StartTime", ">", datetime(2026, 1, 1, tzinfo=UTC).timestamp()),
+        )
+    )
+    assert (q.order_by, q.descending) == ("StartTime", True)
+
+
+def test_or_not_and_parentheses() -> None:
+    q = parse_query("(WorkflowId = 'a' OR WorkflowId = 'b') AND NOT Status = 'Completed'")
+    assert q.where == And(
+        (
+            Or((Compare("WorkflowId", "=", "a"), Compare("WorkflowId", "=", "b"))),
+            Not(Compare("Status", "=", "Completed")),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("WorkflowType = ", "column 14.*expected one of NUMBER, STRING"),
+        ("Color = 'red'", "unknown field 'Color'"),
+        ("Status > 'Running'", "Status supports = and != only"),
+        ("Status = 'Sleeping'", "unknown status 'Sleeping'"),
+        ("StartTime > 'yesterday'", "ISO 8601"),
+        ("WorkflowType = 3", "quoted string"),
+        ("WorkflowType = 'a' AND", "bad query"),
+    ],
+)
+def test_bad_queries_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(QuerySyntaxError, match=message):
+        parse_query(text)
+
+
+@workflow.defn
+async def finisher(n: int) -> int:
+    return n
+
+
+@workflow.defn
+class Waiter:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+async def test_list_workflows_filters_by_query_in_the_store(client: Client) -> None:
+    async with Worker(client, workflows=[finisher, Waiter]):
+        for i in range(3):
+            await client.execute_workflow(finisher, i, id=f"done-{i}")
+        for i in range(2):
+            await client.start_workflow(Waiter, id=f"wait-{i}")
+        while len(await client.list_workflows("Status = 'Completed'")) < 3:
+            await asyncio.sleep(0.01)
+    running = await client.list_workflows("WorkflowType = 'Waiter' AND Status = 'Running'")
+    assert sorted(r.workflow_id for r in running) == ["wait-0", "wait-1"]
+    oldest_first = await client.list_workflows("WorkflowType = 'finisher' ORDER BY StartTime ASC")
+    assert [r.workflow_id for r in oldest_first] == ["done-0", "done-1", "done-2"]
+    either = await client.list_workflows("WorkflowId = 'done-1' OR WorkflowId = 'wait-0'")
+    assert sorted(r.workflow_id for r in either) == ["done-1", "wait-0"]
+    assert (
+        len(await client.list_workflows("StartTime > '2000-01-01' AND NOT Status = 'Running'")) == 3
+    )
+    with pytest.raises(QuerySyntaxError):
+        await client.list_workflows("Status == 'Running'")
