@@ -17,7 +17,8 @@ from typing import Any
 
 from duro import Client, Worker, WorkflowHandle, activity, workflow
 from duro.definitions import workflow_definition
-from duro.runtime.replay import replay
+from duro.history import EventType
+from duro.runtime.replay import advance, new_instance, replay
 
 RESULT_TIMEOUT = 600.0
 """Seconds to wait for any one result before the bench gives up (a hang is a bug, not a figure)."""
@@ -331,6 +332,14 @@ async def replay_history(db: Path, *, steps: int, repeats: int) -> WorkloadResul
             t0 = time.perf_counter()
             replay(defn, events)
             replay_s.append(time.perf_counter() - t0)
+        # Determinism guards: the same replay with the guards and the deadlock watchdog off.
+        unguarded_s: list[float] = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            inst = new_instance(defn, events[0], determinism_guards=False, deadlock_timeout=None)
+            advance(inst, events, events[-1].time)
+            unguarded_s.append(time.perf_counter() - t0)
+        tasks = sum(1 for e in events if e.type == EventType.WORKFLOW_TASK_COMPLETED) + 1
         async with new_worker(client):
             await asyncio.sleep(0.2)  # let it register and start polling
             t0 = time.perf_counter()
@@ -341,6 +350,13 @@ async def replay_history(db: Path, *, steps: int, repeats: int) -> WorkloadResul
     res.figures += [
         Figure("pure replay (best)", min(replay_s), "s", 0.5),
         Figure("pure replay (median)", percentile(replay_s, 50), "s", 0.5),
+        Figure("replay per workflow task, guards on", min(replay_s) / tasks * 1e6, "µs"),
+        Figure("replay per workflow task, guards off", min(unguarded_s) / tasks * 1e6, "µs"),
+        Figure(
+            "determinism guard overhead per workflow task",
+            (min(replay_s) - min(unguarded_s)) / tasks * 1e6,
+            "µs",
+        ),
         Figure("fetch history from store", fetch_s, "s"),
         Figure("cold worker: signal → result (fetch + replay)", cold_s, "s"),
         Figure("building run: per-step latency (mean)", res.wall_s * 1000.0 / steps, "ms"),
