@@ -381,3 +381,19 @@ def test_event_summary_is_short() -> None:
     summary = render.event_summary(event)
     assert summary.startswith('call_model seq=1 args=["xxx')
     assert summary.endswith("…") and len(summary) < 120
+
+
+def test_db_status_and_migrate(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'schema.db'}"
+    runner = CliRunner()
+    before = runner.invoke(cli, ["db", "status", "--db", db])
+    assert before.exit_code == 0, before.output
+    assert "0001 initial" in before.output and "pending" in before.output
+    assert not (tmp_path / "schema.db").exists()  # status changes nothing
+    migrated = runner.invoke(cli, ["db", "migrate", "--db", db, "--json"])
+    assert migrated.exit_code == 0, migrated.output
+    data = json.loads(migrated.output)
+    assert data["up_to_date"] is True and data["pending"] == []
+    assert [m["version"] for m in data["applied"]] == [1, 2]
+    after = runner.invoke(cli, ["db", "status", "--db", db])
+    assert "schema version 2 of 2 (up to date)" in after.output

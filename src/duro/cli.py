@@ -42,6 +42,7 @@ from duro.definitions import activity_definition, workflow_definition
 from duro.errors import DuroError, WorkflowFailureError
 from duro.history import Event, RunStatus
 from duro.replayer import Replayer, ReplayResult
+from duro.store import SchemaStatus, migrate_schema, schema_status
 from duro.store.protocol import ExecutionInfo
 from duro.worker import Worker
 
@@ -506,6 +507,71 @@ def terminate_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason
 
     _run(conn, action)
     click.echo(f"Terminated workflow {workflow_id!r}.")
+
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Inspect and migrate the database schema."""
+
+
+def _schema_json(status: SchemaStatus) -> dict[str, Any]:
+    return {
+        "current": status.current,
+        "latest": status.latest,
+        "up_to_date": status.up_to_date,
+        "applied": [
+            {"version": v, "name": n, "applied_at": render.json_time(t)}
+            for v, n, t in status.applied
+        ],
+        "pending": [{"version": v, "name": n} for v, n in status.pending],
+    }
+
+
+def _echo_schema(status: SchemaStatus) -> None:
+    for v, n, t in status.applied:
+        click.echo(f"  {v:04d} {n:30s} applied {render.human_time(t)}")
+    for v, n in status.pending:
+        click.echo(f"  {v:04d} {n:30s} pending")
+    state = "up to date" if status.up_to_date else f"{len(status.pending)} pending"
+    click.echo(f"schema version {status.current} of {status.latest} ({state})")
+
+
+@db.command("status")
+@json_option
+@connection_options
+def db_status(conn: Connection, as_json: bool) -> None:
+    """Show applied and pending schema migrations (changes nothing)."""
+    try:
+        status = asyncio.run(schema_status(conn.db))
+    except (DuroError, ValueError) as e:
+        raise CliError(f"cannot read the schema of {_redacted(conn.db)!r}: {e}") from e
+    if as_json:
+        _echo_json(_schema_json(status))
+    else:
+        _echo_schema(status)
+    if status.current > status.latest:
+        raise CliError(
+            f"the database schema ({status.current}) is newer than this duro ({status.latest}): "
+            "upgrade duro"
+        )
+
+
+@db.command("migrate")
+@json_option
+@connection_options
+def db_migrate(conn: Connection, as_json: bool) -> None:
+    """Apply pending schema migrations (opening a store also does this)."""
+    try:
+        status = asyncio.run(migrate_schema(conn.db))
+    except (DuroError, ValueError) as e:
+        raise CliError(f"cannot migrate {_redacted(conn.db)!r}: {e}") from e
+    if as_json:
+        _echo_json(_schema_json(status))
+    else:
+        _echo_schema(status)
 
 
 # -- replay ---------------------------------------------------------------------------------------

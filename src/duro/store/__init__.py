@@ -5,7 +5,15 @@ Only this package writes SQL. ``open_store(url)`` picks the backend from the URL
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from duro.errors import StoreError
+from duro.store import migrate
+from duro.store.migrate import SchemaStatus
 from duro.store.protocol import Store
+from duro.store.sqlite import sqlite_path
 
 
 async def open_store(url: str) -> Store:
@@ -21,4 +29,36 @@ async def open_store(url: str) -> Store:
     raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db")
 
 
-__all__ = ["Store", "open_store"]
+async def schema_status(url: str) -> SchemaStatus:
+    """The database's schema versions (applied and pending), read without migrating."""
+    _check_supported(url)
+    path = sqlite_path(url)
+
+    def read() -> SchemaStatus:
+        if path == ":memory:" or not Path(path).exists():
+            return migrate.status_sqlite(sqlite3.connect(":memory:"))  # nothing applied yet
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return migrate.status_sqlite(conn)
+        finally:
+            conn.close()
+
+    try:
+        return await asyncio.to_thread(read)
+    except sqlite3.OperationalError as e:
+        raise StoreError(f"cannot read database {path!r}: {e}") from e
+
+
+async def migrate_schema(url: str) -> SchemaStatus:
+    """Apply pending migrations (opening a store does this too); returns the new status."""
+    store = await open_store(url)
+    await store.close()
+    return await schema_status(url)
+
+
+def _check_supported(url: str) -> None:
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("PostgreSQL URLs are not supported yet; use sqlite:///file.db")
+
+
+__all__ = ["SchemaStatus", "Store", "migrate_schema", "open_store", "schema_status"]

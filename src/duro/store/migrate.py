@@ -40,6 +40,42 @@ def migrations(dialect: str) -> list[Migration]:
     return found
 
 
+@dataclass(frozen=True)
+class SchemaStatus:
+    """What ``duro db status`` prints."""
+
+    current: int
+    """The newest version applied to the database (0: empty)."""
+    latest: int
+    """The newest version this code knows."""
+    applied: list[tuple[int, str, float]]
+    """``(version, name, applied_at)`` of each applied migration."""
+    pending: list[tuple[int, str]]
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.latest
+
+
+def status_sqlite(conn: sqlite3.Connection) -> SchemaStatus:
+    """The schema state of a SQLite database, without changing it."""
+    known = migrations("sqlite")
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    applied: list[tuple[int, str, float]] = []
+    if exists:
+        applied = [
+            (int(r[0]), str(r[1]), float(r[2]))
+            for r in conn.execute(
+                "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+            ).fetchall()
+        ]
+    current = max((v for v, _, _ in applied), default=0)
+    pending = [(m.version, m.name) for m in known if m.version > current]
+    return SchemaStatus(current, len(known), applied, pending)
+
+
 def migrate_sqlite(conn: sqlite3.Connection) -> int:
     """Bring the database up to date; returns its schema version."""
     known = migrations("sqlite")
