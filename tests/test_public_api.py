@@ -30,6 +30,7 @@ def test_duro_exports() -> None:
             "TimeoutError",
             "UnknownHandlerError",
             "UnknownWorkflowTypeError",
+            "UpdateFailedError",
             "Worker",
             "WorkerStatistics",
             "WorkflowAlreadyStartedError",
@@ -64,6 +65,7 @@ def test_workflow_exports() -> None:
         "sleep",
         "start_activity",
         "unsafe",
+        "update",
         "uuid4",
         "wait_condition",
     ]

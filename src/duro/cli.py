@@ -475,6 +475,36 @@ def query_cmd(
     _echo_json(_run(conn, action))
 
 
+@workflow.command("update")
+@click.argument("workflow_id", metavar="ID")
+@click.argument("name")
+@inputs_option
+@run_id_option
+@click.option("--update-id", help="Idempotency key: the same id is one update.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Give up after (default: never).")
+@connection_options
+def update_cmd(
+    conn: Connection,
+    workflow_id: str,
+    name: str,
+    inputs: tuple[str, ...],
+    run_id: str | None,
+    update_id: str | None,
+    timeout: float | None,
+) -> None:
+    """Send update NAME to a running workflow; print its handler's result as JSON.
+
+    The update's validator runs first: a rejected update changes nothing and exits 1.
+    """
+    args = _parse_args(inputs)
+
+    async def action(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        return await handle.execute_update(name, *args, update_id=update_id, timeout=timeout)
+
+    _echo_json(_run(conn, action))
+
+
 @workflow.command("cancel")
 @click.argument("workflow_id", metavar="ID")
 @run_id_option

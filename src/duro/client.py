@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,11 +25,12 @@ from duro.errors import (
     QueryError,
     UnknownHandlerError,
     UnknownWorkflowTypeError,
+    UpdateFailedError,
     WorkflowFailureError,
 )
 from duro.history import Event, RunStatus
 from duro.store import Store, open_store
-from duro.store.protocol import ExecutionInfo, PendingActivityInfo
+from duro.store.protocol import ExecutionInfo, PendingActivityInfo, StartResult
 from duro.visibility import parse_query
 
 __all__ = [
@@ -90,6 +92,7 @@ class Client:
         id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE,
         memo: dict[str, Any] | None = None,
         request_id: str | None = None,
+        start_signal: tuple[Callable[..., Any] | str, Sequence[Any]] | None = None,
     ) -> WorkflowHandle:
         """Start a run and return its handle (the run proceeds on a worker).
 
@@ -101,42 +104,114 @@ class Client:
                 ``WorkflowAlreadyStartedError``), ``USE_EXISTING`` or ``TERMINATE_EXISTING``.
             id_reuse_policy: When ``id``'s last run is closed. Default: allow a new run.
             request_id: Retrying a start with the same request id returns the same run.
+            start_signal: Signal-with-start: ``(signal, args)`` sent in the same transaction,
+                to the new run or (with ``USE_EXISTING``) to the running one.
 
         Raises:
             PayloadEncodeError: an argument has no JSON form (nothing is stored).
             UnknownWorkflowTypeError: workers of ``task_queue`` do not register that type.
         """
-        defn = workflow_definition(workflow) if not isinstance(workflow, str) else None
-        if defn is None and not isinstance(workflow, str):
-            raise TypeError(f"{workflow!r} is not a workflow: decorate it with @workflow.defn")
-        workflow_type = defn.name if defn is not None else str(workflow)
-        payloads = to_payloads(args, what=f"argument of workflow {workflow_type!r}:")
-        if defn is None:
-            known = await self.store.known_workflow_types(self.namespace, task_queue)
-            if known is not None and workflow_type not in known:
-                raise UnknownWorkflowTypeError(workflow_type, known)
-        started = await self.store.start_workflow(
+        signal = None
+        if start_signal is not None:
+            sig_name = _name_of(start_signal[0], "signal")
+            what = f"argument of signal {sig_name!r}:"
+            signal = (sig_name, to_payloads(start_signal[1], what=what))
+        handle, _ = await self._start(
+            workflow,
+            args,
             StartRequest(
                 namespace=self.namespace,
                 workflow_id=id,
-                workflow_type=workflow_type,
+                workflow_type="",
                 task_queue=task_queue,
-                args=payloads,
+                args=[],
                 id_conflict_policy=IdConflictPolicy(id_conflict_policy),
                 id_reuse_policy=IdReusePolicy(id_reuse_policy),
                 memo=memo or {},
                 request_id=request_id,
-            )
+                signal=signal,
+            ),
         )
+        return handle
+
+    async def _start(
+        self, workflow: Any, args: Sequence[Any], req: StartRequest
+    ) -> tuple[WorkflowHandle, StartResult]:
+        """Resolve the workflow type, encode the arguments, start; ``req`` carries the rest."""
+        defn = workflow_definition(workflow) if not isinstance(workflow, str) else None
+        if defn is None and not isinstance(workflow, str):
+            raise TypeError(f"{workflow!r} is not a workflow: decorate it with @workflow.defn")
+        workflow_type = defn.name if defn is not None else str(workflow)
+        req.workflow_type = workflow_type
+        req.args = to_payloads(args, what=f"argument of workflow {workflow_type!r}:")
+        task_queue = req.task_queue
+        if defn is None:
+            known = await self.store.known_workflow_types(self.namespace, task_queue)
+            if known is not None and workflow_type not in known:
+                raise UnknownWorkflowTypeError(workflow_type, known)
+        started = await self.store.start_workflow(req)
         result_type = defn.run_signature.return_hint if defn is not None else None
-        return WorkflowHandle(
-            self, id, started.run_id, result_type=result_type, workflow_type=workflow_type
+        handle = WorkflowHandle(
+            self,
+            req.workflow_id,
+            started.run_id,
+            result_type=result_type,
+            workflow_type=workflow_type,
         )
+        return handle, started
 
     async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
         """Start a run and wait for its result (see ``start_workflow`` for the options)."""
         handle = await self.start_workflow(workflow, *args, id=id, **options)
         return await handle.result()
+
+    async def execute_update_with_start(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str,
+        update: Callable[..., Any] | str,
+        update_args: Sequence[Any] = (),
+        update_id: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> tuple[WorkflowHandle, Any]:
+        """Start the workflow unless it runs already, send it an update, wait for the result.
+
+        The start and the update request are one transaction; the conflict policy defaults to
+        ``USE_EXISTING`` so the call works whether or not the workflow is running. Returns the
+        handle and the update's result.
+        """
+        name = _name_of(update, "update")
+        payloads = to_payloads(update_args, what=f"argument of update {name!r}:")
+        req = StartRequest(
+            namespace=self.namespace,
+            workflow_id=id,
+            workflow_type="",
+            task_queue=options.pop("task_queue", "default"),
+            args=[],
+            id_conflict_policy=IdConflictPolicy(
+                options.pop("id_conflict_policy", IdConflictPolicy.USE_EXISTING)
+            ),
+            id_reuse_policy=IdReusePolicy(
+                options.pop("id_reuse_policy", IdReusePolicy.ALLOW_DUPLICATE)
+            ),
+            memo=options.pop("memo", None) or {},
+            request_id=options.pop("request_id", None),
+            update=(name, payloads, update_id or uuid.uuid4().hex),
+        )
+        if options:
+            raise TypeError(f"unexpected option(s): {', '.join(sorted(options))}")
+        handle, started = await self._start(workflow, args, req)
+        request = started.update_request
+        assert request is not None
+        result_type = None
+        if not isinstance(update, str):
+            from duro.converter import signature_of
+
+            result_type = signature_of(update, True).return_hint
+        result = await handle._await_update(request, name, result_type, timeout)
+        return handle, result
 
     def get_workflow_handle(
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
@@ -290,6 +365,65 @@ class WorkflowHandle:
                 )
             await store.wait_for([topic], since, min(remaining, 0.5))
 
+    async def execute_update(
+        self,
+        update: Callable[..., Any] | str,
+        *args: Any,
+        update_id: str | None = None,
+        result_type: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send an update and wait for its handler's result.
+
+        A worker first runs the update's validator against the run's state: if it rejects
+        the update, this raises and history is untouched. Accepted, the update is recorded and
+        its handler runs in the workflow (it may await activities); its return value comes back.
+
+        Args:
+            update_id: Makes a retried call idempotent: the same id is one update.
+            timeout: Seconds to wait (default: until the handler returns).
+
+        Raises:
+            UnknownHandlerError: the workflow type defines no such update.
+            UpdateFailedError: the validator rejected it, or the handler raised.
+            TimeoutError: ``timeout`` passed (the update may still complete).
+        """
+        name = _name_of(update, "update")
+        await self._check_handler("update", name)
+        if result_type is None and not isinstance(update, str):
+            from duro.converter import signature_of
+
+            result_type = signature_of(update, True).return_hint
+        store = self.client.store
+        payloads = to_payloads(args, what=f"argument of update {name!r}:")
+        query_id = await store.submit_update(
+            self._ns, self.id, self.run_id, name, payloads, update_id or uuid.uuid4().hex
+        )
+        return await self._await_update(query_id, name, result_type, timeout)
+
+    async def _await_update(
+        self, query_id: int, name: str, result_type: Any, timeout: float | None
+    ) -> Any:
+        store = self.client.store
+        topic = ("query_done", query_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            since = {topic: store.version(topic)}
+            outcome = await store.take_query_outcome(query_id)
+            if outcome.done:
+                if outcome.error is not None:
+                    raise UpdateFailedError(name, self.id, outcome.error)
+                return from_payload(
+                    outcome.result, result_type or Any, what=f"result of update {name!r}"
+                )
+            wait = 1.0
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"update {name!r} on workflow {self.id!r}: no result yet")
+            await store.wait_for([topic], since, wait)
+
     async def cancel(self, reason: str = "") -> None:
         """Request cancellation: the code sees ``asyncio.CancelledError`` at its await points."""
         await self.client.store.request_cancel(self._ns, self.id, self.run_id, reason)
@@ -304,7 +438,7 @@ class WorkflowHandle:
             info = await self.describe()
             wtype = self.workflow_type = info.workflow_type
         handlers = await self.client.store.workflow_type_handlers(self._ns, wtype)
-        key = {"signal": "signals", "query": "queries"}[kind]
+        key = {"signal": "signals", "query": "queries", "update": "updates"}[kind]
         if handlers is not None and name not in handlers.get(key, []):
             raise UnknownHandlerError(kind, name, wtype, handlers.get(key, []))
 

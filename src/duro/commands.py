@@ -101,6 +101,26 @@ class RecordMarker:
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteUpdate:
+    """An update handler returned (``result``) or raised (``failure``)."""
+
+    update_id: str
+    result: Any = None
+    failure: dict[str, Any] | None = None
+
+    event_type = EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED
+
+    def attrs(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"update_id": self.update_id, "result": self.result}
+        if self.failure is not None:
+            data["failure"] = self.failure
+        return data
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.update_id)
+
+
+@dataclass(frozen=True, slots=True)
 class CompleteWorkflow:
     result: Any
 
@@ -143,6 +163,7 @@ Command = (
     | StartTimer
     | CancelTimer
     | RecordMarker
+    | CompleteUpdate
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
@@ -154,6 +175,7 @@ _KEY_ATTRS: dict[EventType, tuple[str, ...]] = {
     EventType.TIMER_STARTED: ("seq",),
     EventType.TIMER_CANCELED: ("seq",),
     EventType.MARKER_RECORDED: ("name",),
+    EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: ("update_id",),
 }
 
 
@@ -185,6 +207,7 @@ _COMMAND_NAMES = {
     EventType.TIMER_STARTED: "StartTimer",
     EventType.TIMER_CANCELED: "CancelTimer",
     EventType.MARKER_RECORDED: "RecordMarker",
+    EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: "CompleteUpdate",
     EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",
     EventType.WORKFLOW_EXECUTION_FAILED: "FailWorkflow",
     EventType.WORKFLOW_EXECUTION_CANCELED: "CancelWorkflow",

@@ -24,6 +24,8 @@ class HandlerDefinition:
     fn: Callable[..., Any]
     is_async: bool
     signature: Signature
+    validator: Callable[..., Any] | None = None
+    """Update handlers only: runs before the update is accepted; raising rejects it."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class WorkflowDefinition:
     run_signature: Signature
     signals: dict[str, HandlerDefinition] = field(default_factory=dict)
     queries: dict[str, HandlerDefinition] = field(default_factory=dict)
+    updates: dict[str, HandlerDefinition] = field(default_factory=dict)
     static_findings: tuple[Any, ...] = ()
     """Clock calls the determinism guards found in the source (reported on the first run)."""
     fail_run_on_nondeterminism: bool = False
@@ -44,7 +47,11 @@ class WorkflowDefinition:
 
     def handler_names(self) -> dict[str, list[str]]:
         """Registered in the store so clients can reject unknown signal / query names."""
-        return {"signals": sorted(self.signals), "queries": sorted(self.queries)}
+        return {
+            "signals": sorted(self.signals),
+            "queries": sorted(self.queries),
+            "updates": sorted(self.updates),
+        }
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,18 @@ def handler_mark(fn: Any) -> tuple[str, str] | None:
     return mark if isinstance(mark, tuple) else None
 
 
+_VALIDATOR_ATTR = "__duro_validator__"
+
+
+def set_validator(update_fn: Callable[..., Any], validator: Callable[..., Any]) -> None:
+    setattr(update_fn, _VALIDATOR_ATTR, validator)
+
+
 def make_handler(name: str, fn: Callable[..., Any], *, skip_self: bool) -> HandlerDefinition:
     return HandlerDefinition(
         name=name,
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
         signature=signature_of(fn, skip_self),
+        validator=getattr(fn, _VALIDATOR_ATTR, None),
     )

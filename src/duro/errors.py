@@ -16,6 +16,7 @@ The tree::
     ├── UnknownWorkflowTypeError     no worker registers that workflow type
     ├── UnknownHandlerError          a signal or query name the workflow does not define
     ├── QueryError                   the query handler raised
+    ├── UpdateFailedError            an update was rejected by its validator or its handler raised
     ├── PayloadError
     │   ├── PayloadEncodeError       a value cannot be turned into JSON
     │   └── PayloadDecodeError       stored JSON does not fit the expected type
@@ -232,6 +233,16 @@ class UnknownHandlerError(DuroError):
 
 class QueryError(DuroError):
     """The query could not be answered: the handler raised or the run could not be loaded."""
+
+
+class UpdateFailedError(DuroError):
+    """An update was rejected by its validator (history untouched) or its handler raised."""
+
+    def __init__(self, name: str, workflow_id: str, reason: str) -> None:
+        super().__init__(f"update {name!r} on workflow {workflow_id!r} failed: {reason}")
+        self.name = name
+        self.workflow_id = workflow_id
+        self.reason = reason
 
 
 class PayloadError(DuroError):

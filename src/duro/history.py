@@ -32,6 +32,8 @@ class EventType(enum.StrEnum):
     MARKER_RECORDED = "MarkerRecorded"
     WORKFLOW_EXECUTION_SIGNALED = "WorkflowExecutionSignaled"
     WORKFLOW_EXECUTION_CANCEL_REQUESTED = "WorkflowExecutionCancelRequested"
+    WORKFLOW_EXECUTION_UPDATE_ACCEPTED = "WorkflowExecutionUpdateAccepted"
+    WORKFLOW_EXECUTION_UPDATE_COMPLETED = "WorkflowExecutionUpdateCompleted"
     WORKFLOW_EXECUTION_COMPLETED = "WorkflowExecutionCompleted"
     WORKFLOW_EXECUTION_FAILED = "WorkflowExecutionFailed"
     WORKFLOW_EXECUTION_CANCELED = "WorkflowExecutionCanceled"
@@ -45,6 +47,7 @@ COMMAND_EVENTS = frozenset(
         EventType.TIMER_STARTED,
         EventType.TIMER_CANCELED,
         EventType.MARKER_RECORDED,
+        EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED,
         EventType.WORKFLOW_EXECUTION_COMPLETED,
         EventType.WORKFLOW_EXECUTION_FAILED,
         EventType.WORKFLOW_EXECUTION_CANCELED,

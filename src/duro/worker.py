@@ -553,6 +553,7 @@ class Worker:
             await self.store.fail_workflow_task(lease, failure_to_dict(error))
 
     async def _answer_query(self, q: QueryTask) -> None:
+        """Answer a query, or validate an update (accepting it into history or rejecting it)."""
         result: Any = None
         error: str | None = None
         try:
@@ -562,11 +563,19 @@ class Worker:
                 if defn is None:
                     raise UnknownWorkflowTypeError(q.workflow_type, list(self._workflows))
                 inst = replay(defn, await self.store.get_history(q.run_id))
-            result = inst.query(q.name, q.args)
+            if q.kind == "update":
+                inst.validate_update(q.name, q.args)
+            else:
+                result = inst.query(q.name, q.args)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
-        with contextlib.suppress(StoreError):
-            await self.store.answer_query(q.query_id, q.lease_id, result, error)
+        try:
+            if q.kind == "update" and error is None:
+                await self.store.accept_update(q.query_id, q.lease_id)
+            else:
+                await self.store.answer_query(q.query_id, q.lease_id, result, error)
+        except StoreError as e:
+            logger.warning("answering %s %r failed: %s", q.kind, q.name, e)
 
     # -- activities ------------------------------------------------------------------------------
 

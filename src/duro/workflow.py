@@ -42,6 +42,7 @@ from duro.definitions import (
     handler_mark,
     make_handler,
     mark_handler,
+    set_validator,
     set_workflow_definition,
 )
 from duro.retry import RetryPolicy
@@ -68,6 +69,7 @@ __all__ = [
     "sleep",
     "start_activity",
     "unsafe",
+    "update",
     "uuid4",
     "wait_condition",
 ]
@@ -154,6 +156,7 @@ def _class_definition(cls: type, name: str) -> WorkflowDefinition:
     run_fns = []
     signals = {}
     queries = {}
+    updates = {}
     for attr in dir(cls):
         member = getattr(cls, attr, None)
         mark = handler_mark(member)
@@ -165,6 +168,8 @@ def _class_definition(cls: type, name: str) -> WorkflowDefinition:
             run_fns.append(member)
         elif kind == "signal":
             signals[handler_name] = make_handler(handler_name, member, skip_self=True)
+        elif kind == "update":
+            updates[handler_name] = make_handler(handler_name, member, skip_self=True)
         elif kind == "query":
             if inspect.iscoroutinefunction(member):
                 raise TypeError(f"query {cls.__name__}.{attr} must be a plain (non-async) method")
@@ -190,6 +195,7 @@ def _class_definition(cls: type, name: str) -> WorkflowDefinition:
         run_signature=_signature(run_fn, skip_self=True),
         signals=signals,
         queries=queries,
+        updates=updates,
     )
 
 
@@ -212,6 +218,46 @@ def signal(fn: Any = None, /, *, name: str | None = None) -> Any:
 
     def decorate(f: F) -> F:
         mark_handler(f, "signal", name)
+        return f
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def update(fn: F, /) -> F: ...
+
+
+@overload
+def update(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def update(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a method that handles an update: like a signal, but the caller gets its result.
+
+    The handler may be async and await activities and timers. Add a validator with
+    ``@<handler>.validator``: a plain method taking the same arguments, run (read-only) before
+    the update is accepted; if it raises, the caller gets the error and history is untouched.
+
+    Example::
+
+        @workflow.update
+        async def ask(self, question: str) -> str:
+            return await workflow.execute_activity(answer, question)
+
+        @ask.validator
+        def _check_ask(self, question: str) -> None:
+            if not question.strip():
+                raise ValueError("empty question")
+    """
+
+    def decorate(f: F) -> F:
+        mark_handler(f, "update", name)
+
+        def validator(v: Callable[..., Any]) -> Callable[..., Any]:
+            set_validator(f, v)
+            return v
+
+        f.validator = validator  # type: ignore[attr-defined]
         return f
 
     return decorate(fn) if fn is not None else decorate

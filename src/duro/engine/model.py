@@ -115,6 +115,8 @@ class Transition:
     cancel_timers: list[int] = field(default_factory=list)
     delete_timer: int | None = None
     """The fired timer's seq."""
+    completed_updates: list[tuple[str, Any, dict[str, Any] | None]] = field(default_factory=list)
+    """``(update_id, result, failure)`` of update handlers that finished in this task."""
     rejected: str | None = None
     """Set when the request was refused; nothing but ``flush_buffer``/``wt_state`` applies."""
 

@@ -21,6 +21,22 @@ def signal_workflow(run: RunRecord, name: str, args: list[Any], now: float) -> T
     return t
 
 
+def accept_update(
+    run: RunRecord, update_id: str, name: str, args: list[Any], now: float
+) -> Transition:
+    """A validated update enters history; the workflow task runs its handler."""
+    _require_running(run)
+    t = Transition()
+    t.add_input(
+        run,
+        NewEvent(
+            EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+            {"update_id": update_id, "name": name, "args": args},
+        ),
+    )
+    return t
+
+
 def request_cancel(run: RunRecord, reason: str, now: float) -> Transition:
     """Ask the run to cancel: the code sees ``asyncio.CancelledError`` at its await points."""
     _require_running(run)

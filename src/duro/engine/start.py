@@ -45,6 +45,10 @@ class StartRequest:
     memo: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
     """Makes a retried start idempotent: the same request id returns the run it started."""
+    signal: tuple[str, list[Any]] | None = None
+    """Signal-with-start: ``(name, args)`` delivered to the started (or existing) run."""
+    update: tuple[str, list[Any], str] | None = None
+    """Update-with-start: ``(name, args, update_id)`` queued for the started (or existing) run."""
 
 
 class StartDecision(enum.Enum):

@@ -10,6 +10,7 @@ from duro.commands import (
     CancelTimer,
     CancelWorkflow,
     Command,
+    CompleteUpdate,
     CompleteWorkflow,
     FailWorkflow,
     RecordMarker,
@@ -89,6 +90,8 @@ def complete_workflow_task(
             t.cancel_timers.append(command.seq)
         elif isinstance(command, RecordMarker):
             pass
+        elif isinstance(command, CompleteUpdate):
+            t.completed_updates.append((command.update_id, command.result, command.failure))
         elif isinstance(command, CompleteWorkflow):
             t.close, t.result = RunStatus.COMPLETED, command.result
             break

@@ -264,6 +264,49 @@ class WorkflowInstance:
         else:
             self.loop.call_soon(self._run_sync_handler, bound, decoded)
 
+    def _apply_WorkflowExecutionUpdateAccepted(self, event: Event) -> None:
+        update_id, name = event.attrs["update_id"], event.attrs["name"]
+        handler = self.defn.updates.get(name)
+        if handler is None:  # validated by a worker that had it; this code lost it
+            err = UnknownHandlerError("update", name, self.defn.name, list(self.defn.updates))
+            self.add_command(cmd.CompleteUpdate(update_id, failure=failure_to_dict(err)))
+            return
+        bound: Any = handler.fn.__get__(self.obj) if self.obj is not None else handler.fn
+
+        async def run_update() -> None:
+            try:
+                args = handler.signature.decode_args(event.attrs.get("args", []))
+                result = bound(*args)
+                if handler.is_async:
+                    result = await result
+                payload = to_payload(result, what=f"result of update {name!r}")
+            except _TASK_FAILURES:
+                raise
+            except Exception as e:  # the caller gets the failure; the run goes on
+                self.add_command(cmd.CompleteUpdate(update_id, failure=failure_to_dict(e)))
+            else:
+                self.add_command(cmd.CompleteUpdate(update_id, result=payload))
+
+        task = self.loop.create_task(run_update(), name=f"update {name}")
+        task.add_done_callback(self._on_handler_done)
+
+    def validate_update(self, name: str, args: list[Any]) -> None:
+        """Run the update's validator against the current state; raises to reject it."""
+        handler = self.defn.updates.get(name)
+        if handler is None:
+            raise UnknownHandlerError("update", name, self.defn.name, list(self.defn.updates))
+        decoded = handler.signature.decode_args(args)
+        if handler.validator is None:
+            return
+        bound: Any = (
+            handler.validator.__get__(self.obj) if self.obj is not None else handler.validator
+        )
+        previous = context.set_current(self)
+        try:
+            bound(*decoded)
+        finally:
+            context.set_current(previous)
+
     def _apply_WorkflowExecutionCancelRequested(self, event: Event) -> None:
         if self._main is not None and not self._main.done():
             self._main.cancel()

@@ -89,6 +89,8 @@ class StartResult:
     run_id: str
     started: bool
     """False when an existing run was returned (``use_existing`` or a repeated request id)."""
+    update_request: int | None = None
+    """With update-with-start: the request whose outcome ``take_query_outcome`` returns."""
 
 
 @dataclass(slots=True)
@@ -131,12 +133,17 @@ class ExecutionInfo:
 
 @dataclass(slots=True)
 class QueryTask:
+    """A query, or an update waiting for its validator, handed to a worker."""
+
     query_id: int
     lease_id: str
     run_id: str
     workflow_type: str
     name: str
     args: list[Any]
+    kind: str = "query"
+    """``query`` or ``update``."""
+    update_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -247,6 +254,18 @@ class Store(Protocol):
     async def submit_query(
         self, namespace: str, workflow_id: str, run_id: str | None, name: str, args: list[Any]
     ) -> int: ...
+
+    async def submit_update(
+        self,
+        namespace: str,
+        workflow_id: str,
+        run_id: str | None,
+        name: str,
+        args: list[Any],
+        update_id: str,
+    ) -> int: ...
+
+    async def accept_update(self, query_id: int, lease_id: str) -> None: ...
 
     async def poll_queries(
         self, namespace: str, task_queue: str, worker_id: str, max_tasks: int

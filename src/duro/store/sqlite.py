@@ -457,6 +457,22 @@ class SQLiteStore:
     ) -> int:
         return await self._call(ops.submit_query, namespace, workflow_id, run_id, name, args)
 
+    async def submit_update(
+        self,
+        namespace: str,
+        workflow_id: str,
+        run_id: str | None,
+        name: str,
+        args: list[Any],
+        update_id: str,
+    ) -> int:
+        return await self._call(
+            ops.submit_update, namespace, workflow_id, run_id, name, args, update_id
+        )
+
+    async def accept_update(self, query_id: int, lease_id: str) -> None:
+        await self._call(ops.accept_update, query_id, lease_id)
+
     async def poll_queries(
         self, namespace: str, task_queue: str, worker_id: str, max_tasks: int
     ) -> list[QueryTask]:

@@ -19,7 +19,7 @@ from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
 from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
 from duro.engine.start import StartDecision, StartRequest
-from duro.errors import LeaseLostError
+from duro.errors import LeaseLostError, WorkflowClosedError
 from duro.history import RunStatus
 from duro.store.protocol import (
     ActivityTaskLease,
@@ -51,6 +51,24 @@ from duro.visibility import And, Compare, Condition, Or, Query
 
 
 def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
+    """Start a run (per the id policies), then deliver ``req.signal`` / queue ``req.update``.
+
+    One transaction: with signal-with-start the run never exists without its signal.
+    """
+    result = _start(tx, req)
+    if req.signal is not None:
+        run = load_run(tx.conn, result.run_id)
+        name, args = req.signal
+        apply_transition(tx, run, request_rules.signal_workflow(run, name, args, tx.now))
+    if req.update is not None:
+        name, args, update_id = req.update
+        result.update_request = submit_update(
+            tx, req.namespace, req.workflow_id, result.run_id, name, args, update_id
+        )
+    return result
+
+
+def _start(tx: Tx, req: StartRequest) -> StartResult:
     conn, now = tx.conn, tx.now
     if req.request_id:
         row = conn.execute(
@@ -430,31 +448,84 @@ def submit_query(
     return cur.lastrowid
 
 
+def submit_update(
+    tx: Tx,
+    namespace: str,
+    workflow_id: str,
+    run_id: str | None,
+    name: str,
+    args: list[Any],
+    update_id: str,
+) -> int:
+    """Queue an update for validation by a worker; the same update id twice is one update."""
+    run = find_run(tx.conn, namespace, workflow_id, run_id)
+    existing = tx.conn.execute(
+        "SELECT query_id FROM queries WHERE run_id = ? AND update_id = ?", (run.run_id, update_id)
+    ).fetchone()
+    if existing is not None:
+        return int(existing[0])
+    if run.status != RunStatus.RUNNING:
+        raise WorkflowClosedError(run.workflow_id, run.run_id, run.status.value)
+    row = tx.conn.execute(
+        "INSERT INTO queries (namespace, task_queue, run_id, workflow_type, name, args, created, "
+        "kind, update_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'update', ?) RETURNING query_id",
+        (
+            namespace,
+            run.task_queue,
+            run.run_id,
+            run.workflow_type,
+            name,
+            dumps(args),
+            tx.now,
+            update_id,
+        ),
+    ).fetchone()
+    tx.notes.add(("query", namespace, run.task_queue))
+    return int(row[0])
+
+
+def accept_update(tx: Tx, query_id: int, lease_id: str) -> None:
+    """The validator passed: the update enters history (done = 2 until its handler returns)."""
+    row = tx.conn.execute(
+        "SELECT run_id, update_id, name, args FROM queries WHERE query_id = ? AND lease_id = ? "
+        "AND done = 0",
+        (query_id, lease_id),
+    ).fetchone()
+    if row is None:
+        raise LeaseLostError(f"update request {query_id}")
+    run = load_run(tx.conn, row[0])
+    apply_transition(
+        tx, run, request_rules.accept_update(run, row[1], row[2], loads(row[3]), tx.now)
+    )
+    tx.conn.execute("UPDATE queries SET done = 2 WHERE query_id = ?", (query_id,))
+
+
 def poll_queries(
     tx: Tx, namespace: str, task_queue: str, worker_id: str, max_tasks: int
 ) -> list[QueryTask]:
     conn, now = tx.conn, tx.now
     rows = conn.execute(
-        "SELECT query_id, run_id, workflow_type, name, args FROM queries WHERE namespace = ? "
-        "AND task_queue = ? AND done = 0 AND (lease_id IS NULL OR lease_expires <= ?) "
-        "ORDER BY query_id LIMIT ?",
+        "SELECT query_id, run_id, workflow_type, name, args, kind, update_id FROM queries "
+        "WHERE namespace = ? AND task_queue = ? AND done = 0 "
+        "AND (lease_id IS NULL OR lease_expires <= ?) ORDER BY query_id LIMIT ?",
         (namespace, task_queue, now, max_tasks),
     ).fetchall()
     out = []
-    for qid, run_id, wtype, name, args in rows:
+    for qid, run_id, wtype, name, args, kind, update_id in rows:
         lease_id = new_id()
         conn.execute(
             "UPDATE queries SET lease_id = ?, lease_owner = ?, lease_expires = ? "
             "WHERE query_id = ?",
             (lease_id, worker_id, now + QUERY_LEASE, qid),
         )
-        out.append(QueryTask(qid, lease_id, run_id, wtype, name, loads(args)))
+        out.append(QueryTask(qid, lease_id, run_id, wtype, name, loads(args), kind, update_id))
     return out
 
 
 def answer_query(tx: Tx, query_id: int, lease_id: str, result: Any, error: str | None) -> None:
     tx.conn.execute(
-        "UPDATE queries SET done = 1, result = ?, error = ? WHERE query_id = ? AND lease_id = ?",
+        "UPDATE queries SET done = 1, result = ?, error = ? WHERE query_id = ? AND lease_id = ? "
+        "AND done = 0",
         (dumps(result), error, query_id, lease_id),
     )
     tx.notes.add(("query_done", query_id))
@@ -462,13 +533,15 @@ def answer_query(tx: Tx, query_id: int, lease_id: str, result: Any, error: str |
 
 def take_query_outcome(tx: Tx, query_id: int) -> QueryOutcome:
     row = tx.conn.execute(
-        "SELECT done, result, error FROM queries WHERE query_id = ?", (query_id,)
+        "SELECT done, result, error, kind FROM queries WHERE query_id = ?", (query_id,)
     ).fetchone()
     if row is None:
         return QueryOutcome(done=True, error="query was dropped")
-    if not row[0]:
+    if row[0] != 1:  # 0: waiting for a worker; 2: update accepted, handler running
         return QueryOutcome(done=False)
-    tx.conn.execute("DELETE FROM queries WHERE query_id = ?", (query_id,))
+    if row[3] == "query":
+        # Update rows stay: a retried execute_update with the same id gets the same outcome.
+        tx.conn.execute("DELETE FROM queries WHERE query_id = ?", (query_id,))
     return QueryOutcome(done=True, result=loads(row[1]), error=row[2])
 
 

@@ -205,8 +205,17 @@ def apply_transition(
             "INSERT INTO buffered_events (run_id, type, attrs) VALUES (?, ?, ?)",
             [(run.run_id, e.type.value, dumps(e.attrs)) for e in t.buffer],
         )
+    for update_id, result, failure in t.completed_updates:
+        _finish_update(tx, run.run_id, update_id, dumps(result), _failure_message(failure))
     if t.close is not None:
         run.status = t.close
+        # Updates accepted but not finished never will be: tell their callers.
+        for (update_id,) in conn.execute(
+            "SELECT update_id FROM queries WHERE run_id = ? AND kind = 'update' AND done = 2",
+            (run.run_id,),
+        ).fetchall():
+            message = f"the workflow closed ({t.close.value}) before the update completed"
+            _finish_update(tx, run.run_id, update_id, None, message)
         conn.execute("DELETE FROM tasks WHERE run_id = ?", (run.run_id,))
         conn.execute("DELETE FROM timers WHERE run_id = ?", (run.run_id,))
         if run.has_buffered:
@@ -250,6 +259,26 @@ def apply_transition(
             "DELETE FROM timers WHERE run_id = ? AND seq = ?", (run.run_id, t.delete_timer)
         )
     return new_next
+
+
+def _failure_message(failure: dict[str, Any] | None) -> str | None:
+    if failure is None:
+        return None
+    kind, message = failure.get("type", "Error"), failure.get("message", "")
+    return f"{kind}: {message}"
+
+
+def _finish_update(
+    tx: Tx, run_id: str, update_id: str, result_json: str | None, error: str | None
+) -> None:
+    """Hand an update's outcome to the caller waiting on its request row."""
+    row = tx.conn.execute(
+        "UPDATE queries SET done = 1, result = ?, error = ? "
+        "WHERE run_id = ? AND update_id = ? RETURNING query_id",
+        (result_json, error, run_id, update_id),
+    ).fetchone()
+    if row is not None:
+        tx.notes.add(("query_done", row[0]))
 
 
 def _schedule_workflow_task(
