@@ -180,9 +180,7 @@ async def test_update_with_start_starts_or_reuses_the_run(client: Client, worker
 async def test_signal_with_start_delivers_the_signal_with_the_start(
     client: Client, worker: Worker
 ) -> None:
-    handle = await client.start_workflow(
-        Assistant, id="sws", start_signal=(Assistant.finish, [])
-    )
+    handle = await client.start_workflow(Assistant, id="sws", start_signal=(Assistant.finish, []))
     kinds = [e.type for e in await handle.fetch_history()][:2]
     assert kinds == [
         EventType.WORKFLOW_EXECUTION_STARTED,
