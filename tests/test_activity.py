@@ -100,6 +100,11 @@ async def test_start_to_close_timeout_is_retried_then_reported_with_its_kind(
     assert cause.attempt == 3
     assert isinstance(cause.cause, ActivityTimeoutError)
     assert cause.cause.kind == "start_to_close"
+    kinds = [
+        e.type.value
+        for e in await client.get_workflow_handle(info.value.workflow_id).fetch_history()
+    ]
+    assert "ActivityTaskTimedOut" in kinds and "ActivityTaskFailed" not in kinds
 
 
 async def test_non_retryable_error_types_stop_at_the_first_attempt(

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from random import randint
+from time import time as wall_clock
 
 import httpx
 import openai
@@ -86,6 +88,11 @@ def _openai_client() -> openai.AsyncOpenAI:
 @workflow.defn
 async def reads_clock() -> float:
     return time.time()
+
+
+@workflow.defn
+async def reads_imported_clock() -> list[float]:
+    return [wall_clock(), randint(0, 9)]
 
 
 @workflow.defn
@@ -199,6 +206,7 @@ async def delegates(url: str, path: str) -> list[object]:
 
 WORKFLOWS = [
     reads_clock,
+    reads_imported_clock,
     reads_datetime_now,
     draws_random,
     makes_uuid,
@@ -256,6 +264,7 @@ def this_file_line(text: str) -> str:
     [
         (reads_clock, "time.time()", "workflow.now()", "return time.time()"),
         (reads_datetime_now, "datetime.now()", "workflow.now()", "datetime.datetime.now()"),
+        (reads_imported_clock, "time.time()", "workflow.now()", "return [wall_clock(), randint"),
         (draws_random, "random.random()", "workflow.random()", "return random.random()"),
         (makes_uuid, "uuid.uuid4()", "workflow.uuid4()", "str(uuid.uuid4())"),
         (reads_urandom, "os.urandom()", "workflow.random()", "os.urandom(4)"),

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from duro import Client, Worker, activity, workflow
+from duro import Client, RetryPolicy, Worker, WorkflowFailureError, activity, workflow
 
 
 @activity.defn
@@ -154,3 +154,80 @@ async def test_more_runs_than_workflow_task_slots_all_finish(client: Client) -> 
             timeout=30,
         )
     assert results == [6] * 30
+
+
+@workflow.defn
+async def exits() -> None:
+    import sys
+
+    sys.exit(3)
+
+
+@activity.defn
+def parses_bad_arguments(text: str) -> str:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="tool", exit_on_error=False)
+    parser.add_argument("--n", type=int, required=True)
+    parser.parse_args(text.split())  # missing --n: argparse calls sys.exit(2)
+    return "parsed"
+
+
+@workflow.defn
+async def uses_bad_tool() -> str:
+    return await workflow.execute_activity(
+        parses_bad_arguments, "", retry_policy=RetryPolicy(maximum_attempts=1)
+    )
+
+
+async def test_system_exit_fails_the_task_or_attempt_not_the_worker(client: Client) -> None:
+    async with Worker(client, workflows=[exits, uses_bad_tool], activities=[parses_bad_arguments]):
+        handle = await client.start_workflow(exits, id=wid())
+        while (await handle.describe()).workflow_task_failure is None:
+            await asyncio.sleep(0.01)
+        failure = (await handle.describe()).workflow_task_failure
+        assert failure is not None and "SystemExit" in failure["message"]
+        await handle.terminate()
+        with pytest.raises(WorkflowFailureError) as info:
+            await client.execute_workflow(uses_bad_tool, id=wid())
+        assert "SystemExit" in str(info.value.cause.cause)  # type: ignore[attr-defined]
+
+
+async def test_a_failed_completion_does_not_leave_a_run_stuck(client: Client) -> None:
+    worker = Worker(client, workflows=[count_to], activities=[add])
+    original = client.store.complete_workflow_task
+    calls = 0
+
+    async def flaky(lease, completion):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("store hiccup")  # not a StoreError: a bug, a driver surprise
+        return await original(lease, completion)
+
+    client.store.complete_workflow_task = flaky  # type: ignore[method-assign]
+    try:
+        async with worker:
+            assert await client.execute_workflow(count_to, 5, id=wid()) == 10
+    finally:
+        del client.store.complete_workflow_task
+    assert calls > 3
+
+
+async def test_a_worker_reaped_while_alive_registers_again(client: Client) -> None:
+    async with Worker(
+        client,
+        workflows=[count_to],
+        activities=[add],
+        heartbeat_interval=timedelta(milliseconds=50),
+    ) as worker:
+        while not await client.store.heartbeat_worker(worker.worker_id):
+            await asyncio.sleep(0.01)  # registered once running
+        await client.store.unregister_worker(worker.worker_id)  # as a reaper would
+        assert not await client.store.heartbeat_worker(worker.worker_id)
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if await client.store.heartbeat_worker(worker.worker_id):
+                break
+        assert await client.store.heartbeat_worker(worker.worker_id)
+        assert await client.execute_workflow(count_to, 3, id=wid()) == 3

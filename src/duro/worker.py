@@ -108,6 +108,9 @@ class _RunCache:
     def evict(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
 
+    def pop(self, run_id: str) -> WorkflowInstance | None:
+        return self._runs.pop(run_id, None)
+
     def upto(self, run_id: str) -> int:
         inst = self._runs.get(run_id)
         return inst.last_event_id if inst is not None else 0
@@ -229,13 +232,7 @@ class Worker:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._max_act, thread_name_prefix="duro-activity"
             )
-        await self.store.register_worker(
-            self.worker_id,
-            self.namespace,
-            self.task_queue,
-            self.identity,
-            {name: d.handler_names() for name, d in self._workflows.items()},
-        )
+        await self._register()
         logger.info(
             "worker %s on queue %r: %d workflow(s), %d activity(ies)",
             self.identity,
@@ -263,6 +260,15 @@ class Worker:
             await self._drain()
             self._running = False
             self._stopped.set()
+
+    async def _register(self) -> None:
+        await self.store.register_worker(
+            self.worker_id,
+            self.namespace,
+            self.task_queue,
+            self.identity,
+            {name: d.handler_names() for name, d in self._workflows.items()},
+        )
 
     async def _drain(self) -> None:
         """Finish in-flight work, cancel what outlives the grace period, release leases."""
@@ -323,7 +329,13 @@ class Worker:
     async def _liveness_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self.store.heartbeat_worker(self.worker_id)
+                if not await self.store.heartbeat_worker(self.worker_id):
+                    # Taken for dead (a stall longer than the liveness timeout): its leases were
+                    # released and its late results will be rejected; be visible again.
+                    logger.warning(
+                        "worker %s was reaped while alive; registering again", self.identity
+                    )
+                    await self._register()
                 reaped = await self.store.reap(self._liveness_timeout)
                 if reaped.dead_workers:
                     logger.warning(
@@ -456,84 +468,89 @@ class Worker:
                 del self._run_locks[run_id]
 
     async def _process_workflow_task(self, lease: WorkflowTaskLease) -> None:
-        store = self.store
+        """Advance one run by one task.
+
+        Invariant: the instance is out of the cache while the task is processed and goes back
+        only once the store accepted its commands, so no failure path (a store error, a bug,
+        a cancellation) can leave a cached instance that ran ahead of history.
+        """
         run_id = lease.run_id
-        inst = self._cache.get(run_id)
+        inst = self._cache.pop(run_id)
         events = lease.history
         if inst is not None and (
             lease.history_after != inst.last_event_id
+            or not events
             or any(e.type == EventType.WORKFLOW_TASK_COMPLETED for e in events)
         ):
-            # Another worker advanced the run since we cached it: replay from the start.
-            self._cache.evict(run_id)
+            # Another worker advanced the run since we cached it (or nothing is new, which a
+            # cached run never sees): replay from the start.
             inst = None
         if inst is None:
             self._stats["cache_miss"] += 1
-            if lease.history_after != 0:
-                events = await store.get_history(run_id)
-            defn = self._workflows.get(lease.workflow_type)
-            if defn is None:
-                err = UnknownWorkflowTypeError(lease.workflow_type, list(self._workflows))
-                await self._fail_workflow_task(lease, err)
-                return
-            inst = new_instance(
-                defn,
-                events[0],
-                determinism_guards=self._guards,
-                deadlock_timeout=self._deadlock_timeout,
-            )
         else:
             self._stats["cache_hit"] += 1
+        reserved = 0
         try:
-            commands = advance(inst, events, lease.started_time)
-        except NonDeterminismError as e:
-            self._cache.evict(run_id)
-            if not inst.defn.fail_run_on_nondeterminism:
+            if inst is None:
+                if lease.history_after != 0:
+                    events = await self.store.get_history(run_id)
+                defn = self._workflows.get(lease.workflow_type)
+                if defn is None:
+                    err = UnknownWorkflowTypeError(lease.workflow_type, list(self._workflows))
+                    await self._fail_workflow_task(lease, err)
+                    return
+                inst = new_instance(
+                    defn,
+                    events[0],
+                    determinism_guards=self._guards,
+                    deadlock_timeout=self._deadlock_timeout,
+                )
+            try:
+                commands = advance(inst, events, lease.started_time)
+            except NonDeterminismError as e:
+                if not inst.defn.fail_run_on_nondeterminism:
+                    await self._fail_workflow_task(lease, e)
+                    return
+                logger.error("run %s failed: %s", run_id, e)
+                commands = [FailWorkflow(failure_to_dict(e))]  # on_nondeterminism="fail_run"
+            except (Exception, SystemExit, KeyboardInterrupt) as e:
                 await self._fail_workflow_task(lease, e)
                 return
-            logger.error("run %s failed: %s", run_id, e)
-            commands = [FailWorkflow(failure_to_dict(e))]  # on_nondeterminism="fail_run"
-        except Exception as e:
-            self._cache.evict(run_id)
-            await self._fail_workflow_task(lease, e)
-            return
-        # Reserve the activity slots offered for eager hand-off so that concurrent tasks
-        # cannot claim more activities than max_concurrent_activities between them.
-        free_slots = max(0, self._max_act - self._act_in_flight - self._act_reserved)
-        if not self._activities:
-            free_slots = 0
-        self._act_reserved += free_slots
-        completion = WorkflowTaskCompletion(
-            commands=commands,
-            workflow_time=lease.started_time,
-            identity=self.identity,
-            build_id=self.build_id,
-            eager_activity_queue=self.task_queue if free_slots > 0 else None,
-            eager_activities=max(0, free_slots),
-            worker_id=self.worker_id,
-            pin=inst.defn.pinned,
-        )
-        try:
-            result = await store.complete_workflow_task(lease, completion)
-        except LeaseLostError:
-            self._release_slots(free_slots)
-            self._cache.evict(run_id)
-            logger.info("workflow task of run %s was taken over; result dropped", run_id)
-            return
-        except StoreError as e:
-            self._release_slots(free_slots)
-            self._cache.evict(run_id)
-            logger.warning("completing workflow task of run %s failed: %s", run_id, e)
-            return
-        self._release_slots(free_slots)
+            # Reserve the activity slots offered for eager hand-off so that concurrent tasks
+            # cannot claim more activities than max_concurrent_activities between them.
+            reserved = max(0, self._max_act - self._act_in_flight - self._act_reserved)
+            if not self._activities:
+                reserved = 0
+            self._act_reserved += reserved
+            completion = WorkflowTaskCompletion(
+                commands=commands,
+                workflow_time=lease.started_time,
+                identity=self.identity,
+                build_id=self.build_id,
+                eager_activity_queue=self.task_queue if reserved > 0 else None,
+                eager_activities=reserved,
+                worker_id=self.worker_id,
+                pin=inst.defn.pinned,
+            )
+            try:
+                result = await self.store.complete_workflow_task(lease, completion)
+            except LeaseLostError:
+                logger.info("workflow task of run %s was taken over; result dropped", run_id)
+                return
+            except Exception as e:
+                # Not recorded (the store rolled back); hand the task back now rather than
+                # at lease expiry. The instance stays out of the cache: it ran ahead.
+                logger.warning("completing workflow task of run %s failed: %s", run_id, e)
+                await self._fail_workflow_task(lease, e)
+                return
+        finally:
+            if reserved:
+                self._release_slots(reserved)
         if not result.accepted:
-            self._cache.evict(run_id)
             return
         self._stats["wt_completed"] += 1
         inst.last_event_id = result.last_event_id
-        if inst.closed:
-            self._cache.evict(run_id)
-        else:
+        if not inst.closed:
             self._cache.put(run_id, inst)
         for activity_lease in result.activity_leases:
             self._spawn_activity(activity_lease)
@@ -549,8 +566,10 @@ class Worker:
             error,
             exc_info=error if lease.attempt == 1 else None,
         )
-        with contextlib.suppress(LeaseLostError):
+        try:
             await self.store.fail_workflow_task(lease, failure_to_dict(error))
+        except StoreError as e:  # LeaseLostError included: someone else has the task now
+            logger.warning("recording the failure of run %s's task failed: %s", lease.run_id, e)
 
     async def _answer_query(self, q: QueryTask) -> None:
         """Answer a query, or validate an update (accepting it into history or rejecting it)."""
@@ -628,7 +647,9 @@ class Worker:
                 raise  # shutdown: the lease is released and the attempt retried elsewhere
             cancelled = True
             value = failure_to_dict(ApplicationError("activity cancelled", type="CancelledError"))
-        except Exception as e:
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
+            # SystemExit from an activity (an argparse error, a sys.exit) fails the attempt;
+            # it must not stop the worker and, retried elsewhere, every other worker too.
             value = failure_to_dict(e)
         finally:
             heartbeats.stop()

@@ -31,6 +31,7 @@ import dataclasses
 import inspect
 import logging
 import random as _random
+import sys
 import uuid as _uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import datetime, timedelta
@@ -125,6 +126,9 @@ def defn(
         raise ValueError(f"versioning must be 'auto_upgrade' or 'pinned', not {versioning!r}")
 
     def decorate(obj: Any) -> Any:
+        module = sys.modules.get(getattr(obj, "__module__", ""), None)
+        if module is not None:
+            _guards.rebind(vars(module))  # catch `from time import time` in this module too
         options: dict[str, Any] = {
             "static_findings": tuple(_guards.scan(obj)),
             "fail_run_on_nondeterminism": on_nondeterminism == "fail_run",

@@ -265,3 +265,81 @@ async def test_reopening_a_database_keeps_its_data(tmp_path: Path) -> None:
     await s.start()
     assert (await s.describe(NS, "wf")).run_id == run_id
     await s.close()
+
+
+async def test_heartbeat_timeout_expires_a_silent_attempt_and_heartbeats_extend_it(
+    store: Store, clock: FakeClock
+) -> None:
+    await start(store)
+    lease = await poll_one(store)
+    hb = cmd.ScheduleActivity(
+        1, "act", [], Q, 60.0, RetryPolicy(maximum_attempts=3).to_dict(), heartbeat_timeout=2.0
+    )
+    await complete(store, lease, hb)
+    [act] = await store.poll_activity_tasks(NS, Q, "w1", 10)
+    clock.advance(1.5)
+    assert await store.heartbeat_activity_task(act, {"done": 1})
+    clock.advance(1.5)  # 3 s after the start, 1.5 s after the heartbeat: still alive
+    assert (await store.reap(liveness_timeout=1e9)).released_activities == 0
+    clock.advance(1.0)  # 2.5 s of silence
+    assert (await store.reap(liveness_timeout=1e9)).released_activities == 1
+    info = await store.describe(NS, "wf")
+    [pending] = info.pending_activities
+    assert pending.attempt == 2 and pending.last_failure is not None
+    assert pending.last_failure["timeout_kind"] == "heartbeat"
+    assert pending.heartbeat_details == {"done": 1}  # kept for the next attempt to resume
+
+
+async def test_an_operation_whose_caller_was_cancelled_is_not_run(store: Store) -> None:
+    import asyncio
+
+    await start(store)
+    lease = await poll_one(store)
+    await complete(store, lease, schedule())
+    poll = asyncio.create_task(store.poll_activity_tasks(NS, Q, "w1", 10))
+    await asyncio.sleep(0)  # the poll is queued for this loop turn's transaction
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    [act] = await store.poll_activity_tasks(NS, Q, "w2", 10)  # it was not leased to w1
+    assert act.attempt == 1
+
+
+async def test_unexpected_errors_in_an_operation_become_store_errors(store: Store) -> None:
+    from duro.errors import StoreError
+
+    with pytest.raises(StoreError, match="store operation failed"):
+        await store.start_workflow(StartRequest(NS, "wf", "Agent", Q, [], memo={"x": object()}))
+    assert await store.list_workflows(NS) == []
+
+
+async def test_start_and_signal_request_ids_do_not_collide(store: Store) -> None:
+    a = await store.start_workflow(StartRequest(NS, "wf", "Agent", Q, [], request_id="same"))
+    await store.signal_workflow(NS, "wf", None, "s", [1], request_id="same")
+    signals = [
+        e
+        for e in await store.get_history(a.run_id)
+        if e.type == EventType.WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert len(signals) == 1
+
+
+def test_lease_ids_differ_in_forked_processes() -> None:
+    import os
+    import warnings
+
+    from duro.store.sqlite_tx import new_id
+
+    parent_id = new_id()
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns about fork() in a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_id[:12] != parent_id[:12]

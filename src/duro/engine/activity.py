@@ -84,9 +84,32 @@ def timeout_failure(kind: str) -> dict[str, Any]:
     return {"type": "TimeoutError", "timeout_kind": kind, "message": f"activity {kind} timeout"}
 
 
+def expired_timeout(task: ActivityTaskRecord, now: float) -> str:
+    """Which timeout made the attempt's lease run out.
+
+    The lease is the earliest of: started + start_to_close, scheduled + schedule_to_close, and
+    (with a heartbeat timeout) the last heartbeat + heartbeat_timeout.
+    """
+    eps = 1e-6
+    if (
+        task.started_time is not None
+        and now + eps >= task.started_time + task.start_to_close_timeout
+    ):
+        return "start_to_close"
+    if task.schedule_to_close_timeout and now + eps >= (
+        task.scheduled_time + task.schedule_to_close_timeout
+    ):
+        return "schedule_to_close"
+    if task.heartbeat_timeout:
+        return "heartbeat"
+    return "start_to_close"
+
+
 def expire_activity(run: RunRecord, task: ActivityTaskRecord, now: float) -> Transition:
-    """The attempt's lease ran out (``start_to_close_timeout``): a failed, retryable attempt."""
-    return fail_activity(run, task, timeout_failure("start_to_close"), now, timed_out=True)
+    """The attempt's lease ran out: a failed attempt, retried (or not) like any failure."""
+    return fail_activity(
+        run, task, timeout_failure(expired_timeout(task, now)), now, timed_out=True
+    )
 
 
 def worker_lost(run: RunRecord, task: ActivityTaskRecord, now: float) -> Transition:

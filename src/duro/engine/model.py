@@ -59,6 +59,9 @@ class ActivityTaskRecord:
     start_to_close_timeout: float
     schedule_to_close_timeout: float | None = None
     lease_id: str | None = None
+    started_time: float | None = None
+    """When the current attempt was handed out (None between attempts)."""
+    heartbeat_timeout: float | None = None
 
 
 @dataclass(slots=True)

@@ -200,27 +200,50 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     violation(inst, call, kind, frame)
 
 
+_wrappers: dict[int, tuple[Any, Callable[..., Any]]] = {}
+"""id(original function) -> (original, its guarded wrapper)."""
+
+
+def _patch(owner: Any, attr: str, kind: str, name: str) -> None:
+    original = getattr(owner, attr)
+    wrapper = _wrap(kind, name, original)
+    _wrappers[id(original)] = (original, wrapper)
+    setattr(owner, attr, wrapper)
+
+
 def install() -> None:
     """Install the patches and the audit hook, once per process (idempotent)."""
     global _installed
     with _install_lock:
         if _installed:
             return
-        time.time = _wrap("time", "time.time()", time.time)
-        time.time_ns = _wrap("time", "time.time_ns()", time.time_ns)
+        _patch(time, "time", "time", "time.time()")
+        _patch(time, "time_ns", "time", "time.time_ns()")
         for name in _RANDOM_FUNCTIONS:
             if hasattr(random, name):
-                setattr(random, name, _wrap("random", f"random.{name}()", getattr(random, name)))
+                _patch(random, name, "random", f"random.{name}()")
         for name in _SECRETS_FUNCTIONS:
-            setattr(secrets, name, _wrap("random", f"secrets.{name}()", getattr(secrets, name)))
-        uuid.uuid1 = _wrap("random", "uuid.uuid1()", uuid.uuid1)
-        uuid.uuid4 = _wrap("random", "uuid.uuid4()", uuid.uuid4)
-        os.urandom = _wrap("random", "os.urandom()", os.urandom)
-        threading.Thread.start = _wrap(  # type: ignore[method-assign]
-            "thread", "threading.Thread.start()", threading.Thread.start
-        )
+            _patch(secrets, name, "random", f"secrets.{name}()")
+        _patch(uuid, "uuid1", "random", "uuid.uuid1()")
+        _patch(uuid, "uuid4", "random", "uuid.uuid4()")
+        _patch(os, "urandom", "random", "os.urandom()")
+        _patch(threading.Thread, "start", "thread", "threading.Thread.start()")
         sys.addaudithook(_audit)
         _installed = True
+
+
+def rebind(namespace: dict[str, Any]) -> None:
+    """Point names bound by ``from time import time`` (and the like) at the guarded wrappers.
+
+    Such a name holds the original function, taken before the patches existed; replacing it
+    in the workflow's own module makes the guard see those calls too. Outside workflow code the
+    wrapper calls straight through, so other users of the module are unaffected.
+    """
+    install()
+    for name, value in list(namespace.items()):
+        entry = _wrappers.get(id(value))
+        if entry is not None and entry[0] is value:
+            namespace[name] = entry[1]
 
 
 # -- static check for what cannot be patched ------------------------------------------------------

@@ -149,6 +149,13 @@ class WorkflowInstance:
                 self._run_until_blocked()
         except guards.DeadlockDetected:
             pass  # the watchdog already recorded a DeadlockError as the task error
+        except (SystemExit, KeyboardInterrupt) as e:
+            # asyncio re-raises these out of the task step; in workflow code they are a bug
+            # of the code (sys.exit in a workflow), so the task fails and the worker lives on.
+            if self.task_error is None:
+                self.task_error = WorkflowTaskFailure(
+                    f"workflow code raised {type(e).__name__}({e}); fix the code"
+                )
         finally:
             asyncio.events._set_running_loop(previous_loop)
             context.set_current(previous)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from duro.engine import requests as request_rules
 from duro.engine.start import StartRequest
-from duro.errors import StoreError
+from duro.errors import DuroError, StoreError
 from duro.history import Event, RunStatus
 from duro.store import migrate
 from duro.store import sqlite_ops as ops
@@ -102,7 +102,7 @@ def _execute_batch(
                     raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
-                outcomes.append((fut, None, e))
+                outcomes.append((fut, None, _as_store_error(e)))
             else:
                 if not single:
                     conn.execute("RELEASE op")
@@ -115,9 +115,22 @@ def _execute_batch(
         if isinstance(e, sqlite3.Error) and _is_busy(e):
             return None
         if single and not isinstance(e, sqlite3.Error):
-            return [(batch[0][2], None, e)], set()
+            return [(batch[0][2], None, _as_store_error(e))], set()
         return _all_failed(batch, e), set()
     return outcomes, notes
+
+
+def _as_store_error(e: Exception) -> Exception:
+    """Errors duro raises on purpose pass through; anything else becomes a ``StoreError``.
+
+    Workers and clients handle ``DuroError``s; a raw driver error (or a bug in an operation)
+    must not escape as something they do not expect.
+    """
+    if isinstance(e, DuroError):
+        return e
+    err = StoreError(f"store operation failed: {type(e).__name__}: {e}")
+    err.__cause__ = e
+    return err
 
 
 def _all_failed(batch: list[_Item], e: BaseException) -> list[_Outcome]:
@@ -149,7 +162,9 @@ class _LoopRunner:
 
     def _flush(self) -> None:
         self.scheduled = False
-        batch, self.pending = self.pending, []
+        # An operation whose caller was cancelled (a poll at shutdown) is not run at all.
+        batch = [item for item in self.pending if not item[2].cancelled()]
+        self.pending = []
         if not batch:
             return
         done = _execute_batch(self.store, self.conn, batch)
@@ -500,8 +515,8 @@ class SQLiteStore:
             ops.register_worker, worker_id, namespace, task_queue, identity, workflow_types
         )
 
-    async def heartbeat_worker(self, worker_id: str) -> None:
-        await self._call(ops.heartbeat_worker, worker_id)
+    async def heartbeat_worker(self, worker_id: str) -> bool:
+        return await self._call(ops.heartbeat_worker, worker_id)
 
     async def unregister_worker(self, worker_id: str) -> None:
         await self._call(ops.unregister_worker, worker_id)

@@ -73,7 +73,7 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
     if req.request_id:
         row = conn.execute(
             "SELECT run_id FROM requests WHERE namespace = ? AND request_id = ?",
-            (req.namespace, req.request_id),
+            (req.namespace, f"start:{req.request_id}"),
         ).fetchone()
         if row is not None:
             return StartResult(run_id=row[0], started=False)
@@ -123,7 +123,7 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
     if req.request_id:
         conn.execute(
             "INSERT INTO requests (namespace, request_id, run_id, created) VALUES (?, ?, ?, ?)",
-            (req.namespace, req.request_id, run_id, now),
+            (req.namespace, f"start:{req.request_id}", run_id, now),
         )
     return StartResult(run_id=run_id, started=True)
 
@@ -141,7 +141,7 @@ def signal_workflow(
     if request_id:
         seen = conn.execute(
             "SELECT 1 FROM requests WHERE namespace = ? AND request_id = ?",
-            (namespace, request_id),
+            (namespace, f"signal:{request_id}"),
         ).fetchone()
         if seen:
             return
@@ -150,7 +150,7 @@ def signal_workflow(
     if request_id:
         conn.execute(
             "INSERT INTO requests (namespace, request_id, run_id, created) VALUES (?, ?, ?, ?)",
-            (namespace, request_id, run.run_id, tx.now),
+            (namespace, f"signal:{request_id}", run.run_id, tx.now),
         )
 
 
@@ -265,8 +265,10 @@ def fail_workflow_task(tx: Tx, lease: WorkflowTaskLease, failure: dict[str, Any]
 
 _ACTIVITY_COLUMNS = (
     "t.task_id, t.run_id, t.seq, t.activity_type, t.attempt, t.retry_policy, t.scheduled_time, "
-    "t.start_to_close_timeout, t.schedule_to_close_timeout, t.lease_id"
+    "t.start_to_close_timeout, t.schedule_to_close_timeout, t.lease_id, t.started_time, "
+    "t.heartbeat_timeout"
 )
+_ACTIVITY_WIDTH = 12
 
 
 def _activity_record(row: tuple[Any, ...]) -> ActivityTaskRecord:
@@ -281,6 +283,8 @@ def _activity_record(row: tuple[Any, ...]) -> ActivityTaskRecord:
         start_to_close_timeout=row[7],
         schedule_to_close_timeout=row[8],
         lease_id=row[9],
+        started_time=row[10],
+        heartbeat_timeout=row[11],
     )
 
 
@@ -303,6 +307,8 @@ def poll_activity_tasks(
         expires = now + start_to_close
         if row[14]:
             expires = min(expires, row[6] + row[14])
+        if row[8]:
+            expires = min(expires, now + row[8])  # the first heartbeat is due by then
         lease_id = new_id()
         conn.execute(
             "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ?, started_time = ? "
@@ -352,11 +358,13 @@ def activity_outcome(
         raise LeaseLostError(
             f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
         )
-    task, run = _activity_record(row[:10]), run_from_row(row[10:])
+    task, run = _activity_record(row[:_ACTIVITY_WIDTH]), run_from_row(row[_ACTIVITY_WIDTH:])
     if ok:
         t = activity_rules.complete_activity(run, task, value, now)
     else:
-        t = activity_rules.fail_activity(run, task, value, now)
+        # The worker's own start_to_close timer: a timeout, recorded as TimedOut if final.
+        timed_out = isinstance(value, dict) and value.get("type") == "TimeoutError"
+        t = activity_rules.fail_activity(run, task, value, now, timed_out=timed_out)
     # The worker has this run cached: hand it the next workflow task in this transaction.
     claims = None
     if eager_worker_id is not None:
@@ -371,9 +379,15 @@ def activity_outcome(
 
 
 def heartbeat_activity(tx: Tx, lease: ActivityTaskLease, details: Any) -> bool:
+    # With a heartbeat timeout, each heartbeat moves the lease's end to now + heartbeat_timeout,
+    # never past start_to_close or schedule_to_close.
     cur = tx.conn.execute(
-        "UPDATE tasks SET heartbeat_details = ? WHERE task_id = ? AND lease_id = ?",
-        (dumps(details), lease.task_id, lease.lease_id),
+        "UPDATE tasks SET heartbeat_details = ?, lease_expires = CASE "
+        "WHEN heartbeat_timeout IS NULL THEN lease_expires "
+        "ELSE MIN(started_time + start_to_close_timeout, ? + heartbeat_timeout, "
+        "COALESCE(scheduled_time + schedule_to_close_timeout, 1e18)) END "
+        "WHERE task_id = ? AND lease_id = ?",
+        (dumps(details), tx.now, lease.task_id, lease.lease_id),
     )
     return cur.rowcount == 1
 
@@ -566,8 +580,12 @@ def register_worker(
     )
 
 
-def heartbeat_worker(tx: Tx, worker_id: str) -> None:
-    tx.conn.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (tx.now, worker_id))
+def heartbeat_worker(tx: Tx, worker_id: str) -> bool:
+    """False when the worker's row is gone: another worker took it for dead and reaped it."""
+    cur = tx.conn.execute(
+        "UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (tx.now, worker_id)
+    )
+    return cur.rowcount == 1
 
 
 def _release_worker(tx: Tx, worker_id: str, result: ReapResult) -> None:

@@ -9,6 +9,7 @@ lets a caller take the work it just created (eager hand-off) without a later pol
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Hashable, Iterable
@@ -32,6 +33,16 @@ EVENT_TYPES = {t.value: t for t in EventType}
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(1)
+
+
+def _reset_ids_after_fork() -> None:
+    # A forked child would otherwise hand out its parent's lease ids, defeating fencing.
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = uuid.uuid4().hex[:12]
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reset_ids_after_fork)
 
 
 def new_id() -> str:
@@ -343,6 +354,8 @@ def _schedule_activities(
             expires = now + a.start_to_close_timeout
             if a.schedule_to_close_timeout:
                 expires = min(expires, now + a.schedule_to_close_timeout)
+            if a.heartbeat_timeout:
+                expires = min(expires, now + a.heartbeat_timeout)
         cur = tx.conn.execute(
             "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
             "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
