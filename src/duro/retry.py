@@ -93,11 +93,12 @@ class RetryPolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetryPolicy:
+        """Read the stored form; missing fields take their defaults (forward compatible)."""
         maximum = data.get("maximum_interval")
         return cls(
-            initial_interval=timedelta(seconds=data["initial_interval"]),
-            backoff_coefficient=data["backoff_coefficient"],
+            initial_interval=timedelta(seconds=data.get("initial_interval", 1.0)),
+            backoff_coefficient=data.get("backoff_coefficient", 2.0),
             maximum_interval=timedelta(seconds=maximum) if maximum is not None else None,
-            maximum_attempts=data["maximum_attempts"],
-            non_retryable_error_types=tuple(data["non_retryable_error_types"]),
+            maximum_attempts=data.get("maximum_attempts", 0),
+            non_retryable_error_types=tuple(data.get("non_retryable_error_types", ())),
         )

@@ -370,15 +370,19 @@ class Watchdog:
             now = time.monotonic()
             with self._lock:
                 for tid, w in list(self._running.items()):
-                    if w.injected or now - w.started < w.limit:
+                    # Inject again every `limit` seconds: code with a bare `except:` may have
+                    # swallowed the previous one and kept looping.
+                    if now - max(w.started, w.last_injection) < w.limit:
                         continue
                     frame = sys._current_frames().get(tid)
                     w.stack = "".join(traceback_format(frame)) if frame is not None else ""
                     w.injected = True
+                    w.last_injection = now
                     info = w.inst.info
-                    w.inst.task_error = DeadlockError(
-                        w.inst.defn.name, info.workflow_id, info.run_id, w.limit, w.stack
-                    )
+                    if not isinstance(w.inst.task_error, DeadlockError):
+                        w.inst.task_error = DeadlockError(
+                            w.inst.defn.name, info.workflow_id, info.run_id, w.limit, w.stack
+                        )
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(
                         ctypes.c_ulong(tid), ctypes.py_object(DeadlockDetected)
                     )
@@ -397,6 +401,7 @@ class _Watched:
         self.limit = limit
         self.started = 0.0
         self.injected = False
+        self.last_injection = 0.0
         self.stack = ""
         self.tid = threading.get_ident()
 
