@@ -50,6 +50,7 @@ def test_workflow_exports() -> None:
     assert sorted(duro.workflow.__all__) == [
         "ActivityHandle",
         "WorkflowInfo",
+        "continue_as_new",
         "defn",
         "deprecate_patch",
         "execute_activity",

@@ -217,7 +217,9 @@ class Client:
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
     ) -> WorkflowHandle:
         """A handle to an existing workflow (its current run unless ``run_id`` is given)."""
-        return WorkflowHandle(self, workflow_id, run_id, result_type=result_type)
+        return WorkflowHandle(
+            self, workflow_id, run_id, result_type=result_type, pinned=run_id is not None
+        )
 
     async def list_workflows(
         self,
@@ -249,13 +251,24 @@ class Client:
 
 @dataclass
 class WorkflowHandle:
-    """A reference to one workflow (and, once known, one run of it)."""
+    """A reference to a workflow: its latest run, or one run if ``pinned``.
+
+    A handle from ``start_workflow`` knows the run it started (``run_id``) but sends signals,
+    queries, updates and cancels to the workflow id's current run, so it keeps working after
+    ``continue_as_new``. ``get_workflow_handle(id, run_id=...)`` pins one run.
+    """
 
     client: Client
     id: str
     run_id: str | None = None
     result_type: Any = None
     workflow_type: str | None = None
+    pinned: bool = False
+    """Requests go to ``run_id`` only (they fail once it is closed)."""
+
+    @property
+    def _target_run(self) -> str | None:
+        return self.run_id if self.pinned else None
 
     @property
     def _ns(self) -> str:
@@ -264,7 +277,7 @@ class WorkflowHandle:
     async def describe(self) -> WorkflowExecution:
         """Status, times, result or failure, pending activities (with attempts and last
         failure) and pending timers of the run."""
-        return await self.client.store.describe(self._ns, self.id, self.run_id)
+        return await self.client.store.describe(self._ns, self.id, self._target_run)
 
     async def fetch_history(self) -> list[Event]:
         info = await self.describe()
@@ -284,6 +297,11 @@ class WorkflowHandle:
         while True:
             since = {topic: store.version(topic)}
             info = await self.describe()
+            if info.status == RunStatus.CONTINUED_AS_NEW:
+                # Follow the chain: the result is the last run's.
+                if self.pinned and isinstance(info.result, dict):
+                    self.run_id = info.result.get("new_run_id", self.run_id)
+                continue
             if info.status.closed:
                 return self._outcome(info)
             wait = 1.0
@@ -318,7 +336,7 @@ class WorkflowHandle:
         await self._check_handler("signal", name)
         payloads = to_payloads(args, what=f"argument of signal {name!r}:")
         await self.client.store.signal_workflow(
-            self._ns, self.id, self.run_id, name, payloads, request_id
+            self._ns, self.id, self._target_run, name, payloads, request_id
         )
 
     async def query(
@@ -342,7 +360,7 @@ class WorkflowHandle:
             result_type = signature_of(query, True).return_hint
         store = self.client.store
         payloads = to_payloads(args, what=f"argument of query {name!r}:")
-        query_id = await store.submit_query(self._ns, self.id, self.run_id, name, payloads)
+        query_id = await store.submit_query(self._ns, self.id, self._target_run, name, payloads)
         topic = ("query_done", query_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -397,7 +415,7 @@ class WorkflowHandle:
         store = self.client.store
         payloads = to_payloads(args, what=f"argument of update {name!r}:")
         query_id = await store.submit_update(
-            self._ns, self.id, self.run_id, name, payloads, update_id or uuid.uuid4().hex
+            self._ns, self.id, self._target_run, name, payloads, update_id or uuid.uuid4().hex
         )
         return await self._await_update(query_id, name, result_type, timeout)
 
@@ -426,11 +444,11 @@ class WorkflowHandle:
 
     async def cancel(self, reason: str = "") -> None:
         """Request cancellation: the code sees ``asyncio.CancelledError`` at its await points."""
-        await self.client.store.request_cancel(self._ns, self.id, self.run_id, reason)
+        await self.client.store.request_cancel(self._ns, self.id, self._target_run, reason)
 
     async def terminate(self, reason: str = "") -> None:
         """Close the run at once, without running any more of its code."""
-        await self.client.store.terminate(self._ns, self.id, self.run_id, reason)
+        await self.client.store.terminate(self._ns, self.id, self._target_run, reason)
 
     async def _check_handler(self, kind: str, name: str) -> None:
         wtype = self.workflow_type

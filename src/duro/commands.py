@@ -157,6 +157,23 @@ class CancelWorkflow:
         return (self.event_type,)
 
 
+@dataclass(frozen=True, slots=True)
+class ContinueAsNew:
+    """Close this run and start a fresh one of the same workflow id with ``args``."""
+
+    args: list[Any]
+    new_run_id: str = ""
+    """Filled in by the engine from the id the store chose; not part of the replay key."""
+
+    event_type = EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+
+    def attrs(self) -> dict[str, Any]:
+        return {"args": self.args, "new_run_id": self.new_run_id}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type,)
+
+
 Command = (
     ScheduleActivity
     | RequestCancelActivity
@@ -167,6 +184,7 @@ Command = (
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
+    | ContinueAsNew
 )
 
 _KEY_ATTRS: dict[EventType, tuple[str, ...]] = {
@@ -211,6 +229,7 @@ _COMMAND_NAMES = {
     EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",
     EventType.WORKFLOW_EXECUTION_FAILED: "FailWorkflow",
     EventType.WORKFLOW_EXECUTION_CANCELED: "CancelWorkflow",
+    EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "ContinueAsNew",
 }
 
 

@@ -38,6 +38,7 @@ class EventType(enum.StrEnum):
     WORKFLOW_EXECUTION_FAILED = "WorkflowExecutionFailed"
     WORKFLOW_EXECUTION_CANCELED = "WorkflowExecutionCanceled"
     WORKFLOW_EXECUTION_TERMINATED = "WorkflowExecutionTerminated"
+    WORKFLOW_EXECUTION_CONTINUED_AS_NEW = "WorkflowExecutionContinuedAsNew"
 
 
 COMMAND_EVENTS = frozenset(
@@ -51,6 +52,7 @@ COMMAND_EVENTS = frozenset(
         EventType.WORKFLOW_EXECUTION_COMPLETED,
         EventType.WORKFLOW_EXECUTION_FAILED,
         EventType.WORKFLOW_EXECUTION_CANCELED,
+        EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
     }
 )
 """Events written from workflow commands, right after a ``WorkflowTaskCompleted``."""
@@ -61,6 +63,7 @@ CLOSE_EVENTS = frozenset(
         EventType.WORKFLOW_EXECUTION_FAILED,
         EventType.WORKFLOW_EXECUTION_CANCELED,
         EventType.WORKFLOW_EXECUTION_TERMINATED,
+        EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
     }
 )
 """Events that close a run; exactly one ends every closed history."""
@@ -72,6 +75,7 @@ class RunStatus(enum.StrEnum):
     FAILED = "Failed"
     CANCELED = "Canceled"
     TERMINATED = "Terminated"
+    CONTINUED_AS_NEW = "ContinuedAsNew"
 
     @property
     def closed(self) -> bool:
@@ -83,6 +87,7 @@ CLOSE_STATUS = {
     EventType.WORKFLOW_EXECUTION_FAILED: RunStatus.FAILED,
     EventType.WORKFLOW_EXECUTION_CANCELED: RunStatus.CANCELED,
     EventType.WORKFLOW_EXECUTION_TERMINATED: RunStatus.TERMINATED,
+    EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW: RunStatus.CONTINUED_AS_NEW,
 }
 
 

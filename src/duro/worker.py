@@ -506,7 +506,12 @@ class Worker:
                     deadlock_timeout=self._deadlock_timeout,
                 )
             try:
-                commands = advance(inst, events, lease.started_time)
+                commands = advance(
+                    inst,
+                    events,
+                    lease.started_time,
+                    task_history=(lease.next_event_id - 1, lease.history_size),
+                )
             except NonDeterminismError as e:
                 if not inst.defn.fail_run_on_nondeterminism:
                     await self._fail_workflow_task(lease, e)
@@ -531,6 +536,7 @@ class Worker:
                 eager_activities=reserved,
                 worker_id=self.worker_id,
                 pin=inst.defn.pinned,
+                history_size=lease.history_size,
             )
             try:
                 result = await self.store.complete_workflow_task(lease, completion)

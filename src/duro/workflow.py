@@ -35,9 +35,9 @@ import sys
 import uuid as _uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
-from duro.converter import Signature, signature_of
+from duro.converter import Signature, signature_of, to_payloads
 from duro.definitions import (
     WorkflowDefinition,
     handler_mark,
@@ -49,12 +49,13 @@ from duro.definitions import (
 from duro.retry import RetryPolicy
 from duro.runtime import context as _context
 from duro.runtime import guards as _guards
-from duro.runtime.instance import WorkflowInfo
+from duro.runtime.instance import ContinueAsNewRequest, WorkflowInfo
 from duro.runtime.instance import seconds as _seconds
 
 __all__ = [
     "ActivityHandle",
     "WorkflowInfo",
+    "continue_as_new",
     "defn",
     "deprecate_patch",
     "execute_activity",
@@ -366,8 +367,24 @@ def uuid4() -> _uuid.UUID:
 
 
 def info() -> WorkflowInfo:
-    """Ids, type, task queue and start time of the running workflow."""
-    return _context.current().info
+    """Ids, type, task queue, start time and history size of the running workflow.
+
+    ``continue_as_new_suggested`` turns true past 10,000 events or 10 MiB of history: a
+    long-lived agent should then ``continue_as_new`` with its essential state.
+    """
+    return _context.current().current_info()
+
+
+def continue_as_new(*args: Any) -> NoReturn:
+    """End this run and start a fresh one of the same workflow id with ``args``.
+
+    For conversations and loops that never end: the new run starts with an empty history.
+    Signals and updates that arrived during the closing task are delivered to the new run;
+    ``handle.result()`` follows the chain to the last run. Raises a ``BaseException``, so
+    call it from the run method (not from a handler) and do not catch it.
+    """
+    _context.current()  # fail clearly outside a workflow
+    raise ContinueAsNewRequest(to_payloads(args, what="argument of continue_as_new:"))
 
 
 def in_workflow() -> bool:

@@ -43,6 +43,8 @@ class RunRecord:
     """Store bookkeeping: builds that completed workflow tasks of the run."""
     pinned_build_id: str | None = None
     """Store bookkeeping: the only build that may advance a pinned run."""
+    history_size: int = 0
+    """Store bookkeeping: bytes of stored history."""
 
 
 @dataclass(slots=True)
@@ -107,6 +109,9 @@ class Transition:
     wt_failure: dict[str, Any] | None = None
     close: RunStatus | None = None
     """Closing status: deletes every task and timer of the run."""
+    continue_as_new: tuple[str, list[Any]] | None = None
+    """``(new_run_id, args)``: start the next run of the workflow id in the same transaction;
+    signals and updates buffered during the closing task are carried over to it."""
     result: Any = None
     failure: dict[str, Any] | None = None
     schedule_activities: list[ActivitySpec] = field(default_factory=list)

@@ -12,6 +12,7 @@ from duro.commands import (
     Command,
     CompleteUpdate,
     CompleteWorkflow,
+    ContinueAsNew,
     FailWorkflow,
     RecordMarker,
     RequestCancelActivity,
@@ -29,6 +30,7 @@ _CLOSE_COMMANDS = {
     CompleteWorkflow: RunStatus.COMPLETED,
     FailWorkflow: RunStatus.FAILED,
     CancelWorkflow: RunStatus.CANCELED,
+    ContinueAsNew: RunStatus.CONTINUED_AS_NEW,
 }
 
 
@@ -41,6 +43,8 @@ def complete_workflow_task(
     now: float,
     identity: str = "",
     build_id: str = "",
+    history_size: int = 0,
+    new_run_id: str = "",
 ) -> Transition:
     """Append ``WorkflowTaskCompleted``, the command events, then what arrived meanwhile.
 
@@ -60,7 +64,7 @@ def complete_workflow_task(
             wt_visible_at=now,
         )
     t = Transition()
-    completed: dict[str, Any] = {"workflow_time": workflow_time}
+    completed: dict[str, Any] = {"workflow_time": workflow_time, "history_size": history_size}
     if identity:
         completed["identity"] = identity
     if build_id:
@@ -100,6 +104,13 @@ def complete_workflow_task(
             break
         elif isinstance(command, CancelWorkflow):
             t.close = RunStatus.CANCELED
+            break
+        elif isinstance(command, ContinueAsNew):
+            t.append[-1] = NewEvent(
+                command.event_type, {**command.attrs(), "new_run_id": new_run_id}
+            )
+            t.close, t.result = RunStatus.CONTINUED_AS_NEW, {"new_run_id": new_run_id}
+            t.continue_as_new = (new_run_id, command.args)
             break
         else:  # pragma: no cover - exhaustive
             raise TypeError(f"unknown command {command!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import random
 import uuid
@@ -59,6 +60,27 @@ class WorkflowInfo:
     workflow_type: str
     task_queue: str
     start_time: datetime
+    history_length: int = 0
+    """Events in the run's history when the current workflow task began."""
+    history_size: int = 0
+    """Bytes of history when the current workflow task began."""
+    continue_as_new_suggested: bool = False
+    """History passed 10,000 events or 10 MiB: time to ``workflow.continue_as_new()``."""
+    continued_from: str | None = None
+    """The run id this run continued, if it was started by continue-as-new."""
+
+
+CONTINUE_AS_NEW_EVENTS = 10_000
+CONTINUE_AS_NEW_BYTES = 10 * 1024 * 1024
+
+
+class ContinueAsNewRequest(BaseException):
+    """Raised by ``workflow.continue_as_new``; a ``BaseException`` so ``except Exception``
+    in workflow code does not swallow it."""
+
+    def __init__(self, args: list[Any]) -> None:
+        super().__init__("continue as new")
+        self.args_payload = args
 
 
 @dataclass
@@ -105,6 +127,8 @@ class WorkflowInstance:
         self._conditions: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
         self._unhandled_signals: list[tuple[str, list[Any]]] = []
         self.history_length = 0
+        self.task_history_length = 0
+        self.task_history_size = 0
         # Determinism guards (runtime/guards.py): read on every guarded call, so plain fields.
         self.guards_enabled = True
         self.guards_suspended = False
@@ -337,6 +361,10 @@ class WorkflowInstance:
             self.closed = True
             return
         exc = task.exception()
+        if isinstance(exc, ContinueAsNewRequest):
+            self.add_command(cmd.ContinueAsNew(exc.args_payload))
+            self.closed = True
+            return
         if exc is not None:
             if isinstance(exc, _TASK_FAILURES):
                 self.task_error = exc
@@ -547,6 +575,18 @@ class WorkflowInstance:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.workflow_time, UTC)
+
+    def current_info(self) -> WorkflowInfo:
+        """``info`` with the history figures of the current task (stable on replay)."""
+        return dataclasses.replace(
+            self.info,
+            history_length=self.task_history_length,
+            history_size=self.task_history_size,
+            continue_as_new_suggested=(
+                self.task_history_length >= CONTINUE_AS_NEW_EVENTS
+                or self.task_history_size >= CONTINUE_AS_NEW_BYTES
+            ),
+        )
 
     def uuid4(self) -> uuid.UUID:
         return uuid.UUID(int=self.random.getrandbits(128), version=4)

@@ -109,6 +109,7 @@ def new_instance(
         workflow_type=a["workflow_type"],
         task_queue=a["task_queue"],
         start_time=datetime.fromtimestamp(started.time, UTC),
+        continued_from=a.get("continued_from"),
     )
     instance = WorkflowInstance(defn, info)
     instance.guards_enabled = determinism_guards
@@ -118,14 +119,25 @@ def new_instance(
     return instance
 
 
-def advance(instance: WorkflowInstance, events: Sequence[Event], task_time: float) -> list[Command]:
+def advance(
+    instance: WorkflowInstance,
+    events: Sequence[Event],
+    task_time: float,
+    *,
+    task_history: tuple[int, int] | None = None,
+) -> list[Command]:
     """Feed events after ``instance.last_event_id``; returns the commands for the new events.
 
     Recorded batches are replayed and checked; the final unrecorded batch (if any) runs live.
+    ``task_history`` is ``(length, bytes)`` of history when the live task was handed out; for
+    a recorded batch both come from its ``WorkflowTaskCompleted``, so ``workflow.info()``
+    answers the same on replay.
     """
     commands: list[Command] = []
     for batch in split_batches(events):
         if batch.completed is not None:
+            instance.task_history_length = batch.completed.event_id - 1
+            instance.task_history_size = int(batch.completed.attrs.get("history_size", 0))
             workflow_time = float(batch.completed.attrs.get("workflow_time", batch.completed.time))
             instance.recorded_markers = frozenset(
                 e.attrs.get("name", "")
@@ -140,6 +152,10 @@ def advance(instance: WorkflowInstance, events: Sequence[Event], task_time: floa
             last = batch.commands[-1] if batch.commands else batch.completed
             instance.last_event_id = last.event_id
         else:
+            if task_history is not None:
+                instance.task_history_length, instance.task_history_size = task_history
+            elif batch.inputs:
+                instance.task_history_length = batch.inputs[-1].event_id
             commands = instance.activate(batch.inputs, task_time, replaying=False)
             if batch.inputs:
                 instance.last_event_id = batch.inputs[-1].event_id

@@ -36,6 +36,8 @@ class WorkflowTaskLease:
     """Events after the ``after_event_id`` the worker asked for (all when it has no cache)."""
     history_after: int
     """The event id ``history`` starts after (0 = the full history)."""
+    history_size: int = 0
+    """Bytes of stored history when the task was handed out (``workflow.info()``)."""
 
 
 @dataclass(slots=True)
@@ -73,6 +75,8 @@ class WorkflowTaskCompletion:
     worker_id: str = ""
     pin: bool = False
     """The workflow is pinned: hold the run to ``build_id`` from its first task on."""
+    history_size: int = 0
+    """The lease's ``history_size``, recorded in ``WorkflowTaskCompleted`` for replay."""
 
 
 @dataclass(slots=True)

@@ -223,6 +223,8 @@ def complete_workflow_task(
         now=tx.now,
         identity=completion.identity,
         build_id=completion.build_id,
+        history_size=completion.history_size,
+        new_run_id=uuid.uuid4().hex,
     )
     claims = Claims(
         worker_id=completion.worker_id,

@@ -61,7 +61,7 @@ class Tx:
 
 RUN_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, next_event_id, "
-    "wt_state, wt_attempt, sticky_worker, buffered, build_ids, pinned_build_id"
+    "wt_state, wt_attempt, sticky_worker, buffered, build_ids, pinned_build_id, history_size"
 )
 RUN_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in RUN_COLUMNS.split(","))
 
@@ -81,6 +81,7 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
         has_buffered=bool(row[10]),
         build_ids=loads(row[11]) or [],
         pinned_build_id=row[12],
+        history_size=row[13],
     )
 
 
@@ -152,13 +153,16 @@ def apply_transition(
         flushed = True
     events.extend(t.append_after)
     next_id = run.next_event_id
+    added_bytes = 0
     if events:
+        rows = [
+            (run.run_id, next_id + i, e.type.value, now, dumps(e.attrs))
+            for i, e in enumerate(events)
+        ]
+        added_bytes = sum(len(r[4]) for r in rows)
         conn.executemany(
             "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?, ?, ?, ?, ?)",
-            [
-                (run.run_id, next_id + i, e.type.value, now, dumps(e.attrs))
-                for i, e in enumerate(events)
-            ],
+            rows,
         )
     new_next = next_id + len(events)
     wt_state = t.wt_state if t.wt_state is not None else run.wt_state
@@ -175,8 +179,8 @@ def apply_transition(
     )
     if claim_wt:
         wt_state = WorkflowTaskState.STARTED
-    sets = ["next_event_id = ?", "wt_state = ?"]
-    params: list[Any] = [new_next, int(wt_state)]
+    sets = ["next_event_id = ?", "wt_state = ?", "history_size = history_size + ?"]
+    params: list[Any] = [new_next, int(wt_state), added_bytes]
     if t.wt_attempt is not None:
         sets.append("wt_attempt = ?")
         params.append(t.wt_attempt)
@@ -211,6 +215,7 @@ def apply_transition(
         raise ConcurrencyConflictError(run.run_id, next_id)
     run.next_event_id = new_next
     run.wt_state = wt_state
+    run.history_size += added_bytes
     if t.buffer:
         conn.executemany(
             "INSERT INTO buffered_events (run_id, type, attrs) VALUES (?, ?, ?)",
@@ -220,6 +225,8 @@ def apply_transition(
         _finish_update(tx, run.run_id, update_id, dumps(result), _failure_message(failure))
     if t.close is not None:
         run.status = t.close
+        if t.continue_as_new is not None:
+            _continue_as_new(tx, run, *t.continue_as_new)
         # Updates accepted but not finished never will be: tell their callers.
         for (update_id,) in conn.execute(
             "SELECT update_id FROM queries WHERE run_id = ? AND kind = 'update' AND done = 2",
@@ -270,6 +277,83 @@ def apply_transition(
             "DELETE FROM timers WHERE run_id = ? AND seq = ?", (run.run_id, t.delete_timer)
         )
     return new_next
+
+
+_CARRIED_OVER = (
+    EventType.WORKFLOW_EXECUTION_SIGNALED,
+    EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+)
+
+
+def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -> None:
+    """Start the next run of ``old``'s workflow id, carrying over buffered signals/updates."""
+    conn, now = tx.conn, tx.now
+    carried: list[NewEvent] = []
+    if old.has_buffered:
+        for kind, attrs in conn.execute(
+            "SELECT type, attrs FROM buffered_events WHERE run_id = ? ORDER BY seq", (old.run_id,)
+        ).fetchall():
+            if EVENT_TYPES[kind] in _CARRIED_OVER:
+                carried.append(NewEvent(EVENT_TYPES[kind], loads(attrs)))
+    memo = conn.execute("SELECT memo FROM executions WHERE run_id = ?", (old.run_id,)).fetchone()
+    conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (old.run_id,))
+    conn.execute(
+        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
+        "status, is_current, start_time, next_event_id, wt_state, args, memo) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?)",
+        (
+            new_run_id,
+            old.namespace,
+            old.workflow_id,
+            old.workflow_type,
+            old.task_queue,
+            now,
+            dumps(args),
+            memo[0] if memo else None,
+        ),
+    )
+    run = RunRecord(
+        namespace=old.namespace,
+        workflow_id=old.workflow_id,
+        run_id=new_run_id,
+        workflow_type=old.workflow_type,
+        task_queue=old.task_queue,
+        status=RunStatus.RUNNING,
+        next_event_id=1,
+        wt_state=WorkflowTaskState.IDLE,
+    )
+    started = NewEvent(
+        EventType.WORKFLOW_EXECUTION_STARTED,
+        {
+            "workflow_type": old.workflow_type,
+            "workflow_id": old.workflow_id,
+            "run_id": new_run_id,
+            "namespace": old.namespace,
+            "task_queue": old.task_queue,
+            "args": args,
+            "memo": loads(memo[0]) if memo else {},
+            "continued_from": old.run_id,
+        },
+    )
+    apply_transition(
+        tx,
+        run,
+        Transition(
+            append=[started, *carried],
+            wt_state=WorkflowTaskState.SCHEDULED,
+            wt_visible_at=now,
+            wt_attempt=1,
+        ),
+    )
+    # Updates carried over now belong to the new run; the rest fail with the old run.
+    conn.executemany(
+        "UPDATE queries SET run_id = ? WHERE run_id = ? AND update_id = ?",
+        [
+            (new_run_id, old.run_id, e.attrs["update_id"])
+            for e in carried
+            if e.type == EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        ],
+    )
 
 
 def _failure_message(failure: dict[str, Any] | None) -> str | None:
@@ -447,4 +531,5 @@ def workflow_lease(
         next_event_id=run.next_event_id,
         history=get_history(tx, run.run_id, after),
         history_after=after,
+        history_size=run.history_size,
     )
