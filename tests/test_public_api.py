@@ -10,6 +10,7 @@ def test_duro_exports() -> None:
         [
             "ActivityError",
             "ApplicationError",
+            "ChildWorkflowError",
             "Client",
             "DeadlockError",
             "DuroError",
@@ -49,11 +50,13 @@ def test_duro_exports() -> None:
 def test_workflow_exports() -> None:
     assert sorted(duro.workflow.__all__) == [
         "ActivityHandle",
+        "ChildWorkflowHandle",
         "WorkflowInfo",
         "continue_as_new",
         "defn",
         "deprecate_patch",
         "execute_activity",
+        "execute_child_workflow",
         "in_workflow",
         "info",
         "logger",
@@ -65,6 +68,7 @@ def test_workflow_exports() -> None:
         "signal",
         "sleep",
         "start_activity",
+        "start_child_workflow",
         "unsafe",
         "update",
         "uuid4",

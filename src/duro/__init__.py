@@ -13,6 +13,7 @@ from duro.client import Client, IdConflictPolicy, IdReusePolicy, WorkflowExecuti
 from duro.errors import (
     ActivityError,
     ApplicationError,
+    ChildWorkflowError,
     DeadlockError,
     DuroError,
     NonDeterminismError,
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivityError",
     "ApplicationError",
+    "ChildWorkflowError",
     "Client",
     "DeadlockError",
     "DuroError",

@@ -103,6 +103,11 @@ def execution_json(info: ExecutionInfo, *, detail: bool = False) -> dict[str, An
         workflow_task_failure=info.workflow_task_failure,
         build_ids=info.build_ids,
         pinned_build_id=info.pinned_build_id,
+        parent_workflow_id=info.parent_workflow_id,
+        parent_run_id=info.parent_run_id,
+        children=[
+            {"workflow_id": w, "run_id": r, "status": st.value} for w, r, st in info.children
+        ],
         pending_activities=[_pending_activity_json(p) for p in info.pending_activities],
         pending_timers=[
             {"seq": seq, "fire_at": json_time(fire_at)} for seq, fire_at in info.pending_timers
@@ -161,6 +166,13 @@ def describe_view(info: ExecutionInfo) -> RenderableType:
     fields.add_row("Started", human_time(info.start_time))
     fields.add_row("Closed", human_time(info.close_time))
     fields.add_row("History", f"{info.history_length} events")
+    if info.parent_workflow_id:
+        fields.add_row("Parent", Text(f"{info.parent_workflow_id} ({info.parent_run_id})"))
+    if info.children:
+        fields.add_row(
+            "Children",
+            Text(", ".join(f"{wid} ({status.value})" for wid, _, status in info.children)),
+        )
     if info.build_ids:
         pinned = f" (pinned to {info.pinned_build_id})" if info.pinned_build_id else ""
         fields.add_row("Builds", Text(", ".join(info.build_ids) + pinned))

@@ -158,6 +158,31 @@ class CancelWorkflow:
 
 
 @dataclass(frozen=True, slots=True)
+class StartChildWorkflow:
+    seq: int
+    workflow_type: str
+    workflow_id: str
+    args: list[Any]
+    task_queue: str
+    parent_close_policy: str = "terminate"
+
+    event_type = EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "workflow_type": self.workflow_type,
+            "workflow_id": self.workflow_id,
+            "args": self.args,
+            "task_queue": self.task_queue,
+            "parent_close_policy": self.parent_close_policy,
+        }
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq, self.workflow_type)
+
+
+@dataclass(frozen=True, slots=True)
 class ContinueAsNew:
     """Close this run and start a fresh one of the same workflow id with ``args``."""
 
@@ -181,6 +206,7 @@ Command = (
     | CancelTimer
     | RecordMarker
     | CompleteUpdate
+    | StartChildWorkflow
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
@@ -194,6 +220,7 @@ _KEY_ATTRS: dict[EventType, tuple[str, ...]] = {
     EventType.TIMER_CANCELED: ("seq",),
     EventType.MARKER_RECORDED: ("name",),
     EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: ("update_id",),
+    EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: ("seq", "workflow_type"),
 }
 
 
@@ -226,6 +253,7 @@ _COMMAND_NAMES = {
     EventType.TIMER_CANCELED: "CancelTimer",
     EventType.MARKER_RECORDED: "RecordMarker",
     EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: "CompleteUpdate",
+    EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: "StartChildWorkflow",
     EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",
     EventType.WORKFLOW_EXECUTION_FAILED: "FailWorkflow",
     EventType.WORKFLOW_EXECUTION_CANCELED: "CancelWorkflow",

@@ -7,6 +7,7 @@ The tree::
     ├── ActivityError                an activity failed for good; .cause says why
     ├── TimeoutError                 an activity ran out of time; .kind names which timeout
     ├── WorkflowFailureError         client side: the run failed, was canceled or terminated
+    ├── ChildWorkflowError           workflow side: a child workflow failed, was canceled or ended
     ├── NonDeterminismError          replayed code produced other commands than history holds
     ├── NondeterministicCallError    workflow code called a clock, randomness or I/O
     ├── DeadlockError                workflow code did not yield within the deadlock timeout
@@ -107,6 +108,21 @@ class WorkflowFailureError(DuroError):
         super().__init__(f"workflow {workflow_id!r} (run {run_id}) {status.lower()}: {cause}")
         self.workflow_id = workflow_id
         self.run_id = run_id
+        self.status = status
+        self.__cause__ = cause
+
+    @property
+    def cause(self) -> BaseException:
+        assert self.__cause__ is not None
+        return self.__cause__
+
+
+class ChildWorkflowError(DuroError):
+    """Raised in the parent when a child workflow did not complete; ``.cause`` says why."""
+
+    def __init__(self, workflow_type: str, status: str, cause: BaseException) -> None:
+        super().__init__(f"child workflow {workflow_type!r} {status.lower()}: {cause}")
+        self.workflow_type = workflow_type
         self.status = status
         self.__cause__ = cause
 

@@ -49,16 +49,18 @@ from duro.definitions import (
 from duro.retry import RetryPolicy
 from duro.runtime import context as _context
 from duro.runtime import guards as _guards
-from duro.runtime.instance import ContinueAsNewRequest, WorkflowInfo
+from duro.runtime.instance import ChildWorkflowHandle, ContinueAsNewRequest, WorkflowInfo
 from duro.runtime.instance import seconds as _seconds
 
 __all__ = [
     "ActivityHandle",
+    "ChildWorkflowHandle",
     "WorkflowInfo",
     "continue_as_new",
     "defn",
     "deprecate_patch",
     "execute_activity",
+    "execute_child_workflow",
     "in_workflow",
     "info",
     "logger",
@@ -70,6 +72,7 @@ __all__ = [
     "signal",
     "sleep",
     "start_activity",
+    "start_child_workflow",
     "unsafe",
     "update",
     "uuid4",
@@ -345,6 +348,54 @@ async def execute_activity(
         heartbeat_timeout=heartbeat_timeout,
         retry_policy=retry_policy,
         result_type=result_type,
+    )
+
+
+# -- child workflows ------------------------------------------------------------------------------
+
+
+def start_child_workflow(
+    workflow: Any,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    parent_close_policy: Literal["terminate", "request_cancel", "abandon"] = "terminate",
+) -> ChildWorkflowHandle:
+    """Start a child workflow (a sub-agent) and return its handle; await it for the result.
+
+    The child is a full workflow run of its own (its own history, visible in ``list``); its
+    outcome is recorded in this run's history. ``await handle.wait_started()`` gives its run
+    id (raises ``WorkflowAlreadyStartedError`` if ``id`` is taken).
+
+    Args:
+        id: The child's workflow id; default ``<parent id>/<type>-<n>`` (deterministic).
+        task_queue: Default the parent's.
+        parent_close_policy: What happens to the child if this run closes first: ``terminate``
+            (default), ``request_cancel`` or ``abandon`` (it runs on alone).
+    """
+    return _context.current().start_child(
+        workflow,
+        args,
+        workflow_id=id,
+        task_queue=task_queue,
+        parent_close_policy=parent_close_policy,
+    )
+
+
+async def execute_child_workflow(
+    workflow: Any,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    parent_close_policy: Literal["terminate", "request_cancel", "abandon"] = "terminate",
+) -> Any:
+    """Start a child workflow and wait for its result.
+
+    Raises:
+        ChildWorkflowError: the child failed, was canceled or terminated (``.cause``).
+    """
+    return await start_child_workflow(
+        workflow, *args, id=id, task_queue=task_queue, parent_close_policy=parent_close_policy
     )
 
 

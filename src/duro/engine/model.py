@@ -45,6 +45,9 @@ class RunRecord:
     """Store bookkeeping: the only build that may advance a pinned run."""
     history_size: int = 0
     """Store bookkeeping: bytes of stored history."""
+    parent_run_id: str | None = None
+    """Store bookkeeping: the parent run of a child workflow."""
+    parent_seq: int | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +126,8 @@ class Transition:
     cancel_timers: list[int] = field(default_factory=list)
     delete_timer: int | None = None
     """The fired timer's seq."""
+    start_children: list[Any] = field(default_factory=list)
+    """``StartChildWorkflow`` commands: the store starts each child in the same transaction."""
     completed_updates: list[tuple[str, Any, dict[str, Any] | None]] = field(default_factory=list)
     """``(update_id, result, failure)`` of update handlers that finished in this task."""
     rejected: str | None = None

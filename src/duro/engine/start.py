@@ -49,6 +49,11 @@ class StartRequest:
     """Signal-with-start: ``(name, args)`` delivered to the started (or existing) run."""
     update: tuple[str, list[Any], str] | None = None
     """Update-with-start: ``(name, args, update_id)`` queued for the started (or existing) run."""
+    parent_workflow_id: str | None = None
+    parent_run_id: str | None = None
+    """Set when a workflow starts this run as its child."""
+    parent_seq: int | None = None
+    parent_close_policy: str | None = None
 
 
 class StartDecision(enum.Enum):

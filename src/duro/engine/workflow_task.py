@@ -17,6 +17,7 @@ from duro.commands import (
     RecordMarker,
     RequestCancelActivity,
     ScheduleActivity,
+    StartChildWorkflow,
     StartTimer,
 )
 from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
@@ -94,6 +95,8 @@ def complete_workflow_task(
             t.cancel_timers.append(command.seq)
         elif isinstance(command, RecordMarker):
             pass
+        elif isinstance(command, StartChildWorkflow):
+            t.start_children.append(command)
         elif isinstance(command, CompleteUpdate):
             t.completed_updates.append((command.update_id, command.result, command.failure))
         elif isinstance(command, CompleteWorkflow):

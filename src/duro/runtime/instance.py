@@ -27,13 +27,20 @@ from duro.converter import (
     to_payload,
     to_payloads,
 )
-from duro.definitions import DEFAULT_START_TO_CLOSE, WorkflowDefinition, activity_definition
+from duro.definitions import (
+    DEFAULT_START_TO_CLOSE,
+    WorkflowDefinition,
+    activity_definition,
+    workflow_definition,
+)
 from duro.errors import (
     ActivityError,
+    ChildWorkflowError,
     NonDeterminismError,
     NondeterministicCallError,
     PayloadError,
     UnknownHandlerError,
+    WorkflowAlreadyStartedError,
 )
 from duro.history import Event
 from duro.retry import RetryPolicy
@@ -83,6 +90,33 @@ class ContinueAsNewRequest(BaseException):
         self.args_payload = args
 
 
+class ChildWorkflowHandle:
+    """A started (or starting) child workflow: await it for its result."""
+
+    def __init__(self, workflow_id: str, started: asyncio.Future[str], result: asyncio.Future[Any]):
+        self.id = workflow_id
+        self.run_id: str | None = None
+        self._started = started
+        self._result = result
+
+    async def wait_started(self) -> str:
+        """The child's run id once it started; raises if its workflow id was taken."""
+        run_id = await self._started
+        self.run_id = run_id
+        return run_id
+
+    def __await__(self) -> Any:
+        return self._result.__await__()
+
+
+@dataclass
+class _PendingChild:
+    started: asyncio.Future[str]
+    result: asyncio.Future[Any]
+    workflow_type: str
+    return_hint: Any
+
+
 @dataclass
 class _PendingActivity:
     future: asyncio.Future[Any]
@@ -122,6 +156,8 @@ class WorkflowInstance:
         self._main: asyncio.Task[Any] | None = None
         self._activity_seq = 0
         self._timer_seq = 0
+        self._child_seq = 0
+        self._children: dict[int, _PendingChild] = {}
         self._activities: dict[int, _PendingActivity] = {}
         self._timers: dict[int, DurableTimerHandle] = {}
         self._conditions: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
@@ -337,6 +373,85 @@ class WorkflowInstance:
             bound(*decoded)
         finally:
             context.set_current(previous)
+
+    def _apply_ChildWorkflowExecutionStarted(self, event: Event) -> None:
+        child = self._children.get(event.attrs["seq"])
+        if child is not None and not child.started.done():
+            child.started.set_result(event.attrs["run_id"])
+
+    def _apply_StartChildWorkflowExecutionFailed(self, event: Event) -> None:
+        child = self._children.pop(event.attrs["seq"], None)
+        if child is None:
+            return
+        err = WorkflowAlreadyStartedError(event.attrs["workflow_id"], "?")
+        for fut in (child.started, child.result):
+            if not fut.done():
+                fut.set_exception(err)
+        child.result.exception()  # retrieved: awaiting only the start is fine
+
+    def _apply_ChildWorkflowExecutionCompleted(self, event: Event) -> None:
+        child = self._children.pop(event.attrs["seq"], None)
+        if child is None or child.result.done():
+            return
+        try:
+            value = from_payload(
+                event.attrs.get("result"),
+                child.return_hint,
+                what=f"result of child workflow {child.workflow_type!r}",
+            )
+        except PayloadError as e:
+            child.result.set_exception(e)
+        else:
+            child.result.set_result(value)
+
+    def _resolve_child_failure(self, event: Event) -> None:
+        child = self._children.pop(event.attrs["seq"], None)
+        if child is None or child.result.done():
+            return
+        cause = failure_from_dict(event.attrs.get("failure") or {})
+        status = event.type.value.removeprefix("ChildWorkflowExecution")
+        child.result.set_exception(ChildWorkflowError(child.workflow_type, status, cause))
+
+    _apply_ChildWorkflowExecutionFailed = _resolve_child_failure
+    _apply_ChildWorkflowExecutionCanceled = _resolve_child_failure
+    _apply_ChildWorkflowExecutionTerminated = _resolve_child_failure
+
+    def start_child(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        *,
+        workflow_id: str | None,
+        task_queue: str | None,
+        parent_close_policy: str,
+    ) -> ChildWorkflowHandle:
+        defn = workflow_definition(workflow) if not isinstance(workflow, str) else None
+        if defn is None and not isinstance(workflow, str):
+            raise TypeError(f"{workflow!r} is not a workflow: decorate it with @workflow.defn")
+        workflow_type = defn.name if defn is not None else str(workflow)
+        if parent_close_policy not in ("terminate", "request_cancel", "abandon"):
+            raise ValueError(
+                "parent_close_policy must be 'terminate', 'request_cancel' or 'abandon', "
+                f"not {parent_close_policy!r}"
+            )
+        self._child_seq += 1
+        seq = self._child_seq
+        child_id = workflow_id or f"{self.info.workflow_id}/{workflow_type}-{seq}"
+        self.add_command(
+            cmd.StartChildWorkflow(
+                seq=seq,
+                workflow_type=workflow_type,
+                workflow_id=child_id,
+                args=to_payloads(args, what=f"argument of child workflow {workflow_type!r}:"),
+                task_queue=task_queue or self.info.task_queue,
+                parent_close_policy=parent_close_policy,
+            )
+        )
+        started: asyncio.Future[str] = self.loop.create_future()
+        result: asyncio.Future[Any] = self.loop.create_future()
+        hint = defn.run_signature.return_hint if defn is not None else Any
+        self._children[seq] = _PendingChild(started, result, workflow_type, hint)
+        return ChildWorkflowHandle(child_id, started, result)
 
     def _apply_WorkflowExecutionCancelRequested(self, event: Event) -> None:
         if self._main is not None and not self._main.done():

@@ -133,6 +133,10 @@ class ExecutionInfo:
     build_ids: list[str] = field(default_factory=list)
     """Builds of the workers that advanced the run; the first one started it."""
     pinned_build_id: str | None = None
+    parent_workflow_id: str | None = None
+    parent_run_id: str | None = None
+    children: list[tuple[str, str, RunStatus]] = field(default_factory=list)
+    """``(workflow_id, run_id, status)`` of the child workflows this run started."""
 
 
 @dataclass(slots=True)

@@ -11,15 +11,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from duro.commands import StartChildWorkflow
 from duro.converter import dumps, loads
 from duro.engine import activity as activity_rules
+from duro.engine import children as child_rules
 from duro.engine import requests as request_rules
 from duro.engine import start as start_rules
 from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
 from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
 from duro.engine.start import StartDecision, StartRequest
-from duro.errors import LeaseLostError, WorkflowClosedError
+from duro.errors import LeaseLostError, WorkflowAlreadyStartedError, WorkflowClosedError
 from duro.history import RunStatus
 from duro.store.protocol import (
     ActivityTaskLease,
@@ -96,8 +98,9 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
     run_id = uuid.uuid4().hex
     conn.execute(
         "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
-        "status, is_current, start_time, next_event_id, wt_state, args, memo) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?)",
+        "status, is_current, start_time, next_event_id, wt_state, args, memo, "
+        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             req.namespace,
@@ -107,6 +110,10 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             now,
             dumps(req.args),
             dumps(req.memo),
+            req.parent_workflow_id,
+            req.parent_run_id,
+            req.parent_seq,
+            req.parent_close_policy,
         ),
     )
     run = RunRecord(
@@ -118,6 +125,8 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         status=RunStatus.RUNNING,
         next_event_id=1,
         wt_state=WorkflowTaskState.IDLE,
+        parent_run_id=req.parent_run_id,
+        parent_seq=req.parent_seq,
     )
     apply_transition(tx, run, start_rules.start_workflow(req, run_id, now))
     if req.request_id:
@@ -235,12 +244,40 @@ def complete_workflow_task(
     apply_transition(tx, run, t, claims, sticky_worker=sticky)
     if t.rejected is not None:
         return CompletionResult(accepted=False, reason=t.rejected)
+    for child in t.start_children:
+        _start_child(tx, run, child)
     _record_build(tx, run, completion)
     return CompletionResult(
         accepted=True,
         last_event_id=first + len(t.append) - 1,
         activity_leases=claims.activity_leases,
     )
+
+
+def _start_child(tx: Tx, parent: RunRecord, child: StartChildWorkflow) -> None:
+    """Start a child run in the parent's transaction; the parent hears how it went."""
+    req = StartRequest(
+        namespace=parent.namespace,
+        workflow_id=child.workflow_id,
+        workflow_type=child.workflow_type,
+        task_queue=child.task_queue,
+        args=child.args,
+        parent_workflow_id=parent.workflow_id,
+        parent_run_id=parent.run_id,
+        parent_seq=child.seq,
+        parent_close_policy=child.parent_close_policy,
+    )
+    tx.conn.execute("SAVEPOINT child")
+    try:
+        started = _start(tx, req)
+    except WorkflowAlreadyStartedError as e:
+        tx.conn.execute("ROLLBACK TO child")
+        tx.conn.execute("RELEASE child")
+        t = child_rules.child_start_failed(parent, child.seq, child.workflow_id, str(e))
+    else:
+        tx.conn.execute("RELEASE child")
+        t = child_rules.child_started(parent, child.seq, child.workflow_id, started.run_id)
+    apply_transition(tx, parent, t)
 
 
 def _record_build(tx: Tx, run: RunRecord, completion: WorkflowTaskCompletion) -> None:
@@ -680,7 +717,7 @@ def known_types(tx: Tx, namespace: str, task_queue: str) -> list[str] | None:
 _INFO_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time, close_time, "
     "next_event_id, args, result, failure, memo, wt_attempt, wt_failure, build_ids, "
-    "pinned_build_id"
+    "pinned_build_id, parent_workflow_id, parent_run_id"
 )
 
 
@@ -703,6 +740,8 @@ def _info_from_row(row: tuple[Any, ...]) -> ExecutionInfo:
         workflow_task_failure=loads(row[14]),
         build_ids=loads(row[15]) or [],
         pinned_build_id=row[16],
+        parent_workflow_id=row[17],
+        parent_run_id=row[18],
     )
 
 
@@ -736,6 +775,14 @@ def describe_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -
                 worker=r[8] if r[3] else None,
             )
         )
+    info.children = [
+        (r[0], r[1], RunStatus(r[2]))
+        for r in conn.execute(
+            "SELECT workflow_id, run_id, status FROM executions WHERE parent_run_id = ? "
+            "ORDER BY start_time",
+            (run.run_id,),
+        ).fetchall()
+    ]
     info.pending_timers = [
         (r[0], r[1])
         for r in conn.execute(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duro.converter import dumps, loads
+from duro.engine import children as child_rules
+from duro.engine import requests as request_rules
 from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
 from duro.errors import ConcurrencyConflictError, WorkflowNotFoundError
 from duro.history import Event, EventType, NewEvent, RunStatus
@@ -61,7 +63,8 @@ class Tx:
 
 RUN_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, next_event_id, "
-    "wt_state, wt_attempt, sticky_worker, buffered, build_ids, pinned_build_id, history_size"
+    "wt_state, wt_attempt, sticky_worker, buffered, build_ids, pinned_build_id, history_size, "
+    "parent_run_id, parent_seq"
 )
 RUN_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in RUN_COLUMNS.split(","))
 
@@ -82,6 +85,8 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
         build_ids=loads(row[11]) or [],
         pinned_build_id=row[12],
         history_size=row[13],
+        parent_run_id=row[14],
+        parent_seq=row[15],
     )
 
 
@@ -227,6 +232,15 @@ def apply_transition(
         run.status = t.close
         if t.continue_as_new is not None:
             _continue_as_new(tx, run, *t.continue_as_new)
+        elif run.parent_run_id is not None and run.parent_seq is not None:
+            # A child's outcome reaches its parent's history in the same transaction.
+            parent = load_run(conn, run.parent_run_id)
+            apply_transition(
+                tx,
+                parent,
+                child_rules.child_closed(parent, run.parent_seq, t.close, t.result, t.failure),
+            )
+        _apply_parent_close_policy(tx, run)
         # Updates accepted but not finished never will be: tell their callers.
         for (update_id,) in conn.execute(
             "SELECT update_id FROM queries WHERE run_id = ? AND kind = 'update' AND done = 2",
@@ -285,6 +299,22 @@ _CARRIED_OVER = (
 )
 
 
+def _apply_parent_close_policy(tx: Tx, parent: RunRecord) -> None:
+    """The parent closed: terminate or cancel its running children (unless abandoned)."""
+    rows = tx.conn.execute(
+        f"SELECT {RUN_COLUMNS}, parent_close_policy FROM executions "
+        "WHERE parent_run_id = ? AND status = 'Running'",
+        (parent.run_id,),
+    ).fetchall()
+    for row in rows:
+        child, policy = run_from_row(row[:-1]), row[-1] or "terminate"
+        reason = f"parent {parent.workflow_id} closed ({parent.status.value})"
+        if policy == "terminate":
+            apply_transition(tx, child, request_rules.terminate(child, reason, tx.now))
+        elif policy == "request_cancel":
+            apply_transition(tx, child, request_rules.request_cancel(child, reason, tx.now))
+
+
 def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -> None:
     """Start the next run of ``old``'s workflow id, carrying over buffered signals/updates."""
     conn, now = tx.conn, tx.now
@@ -295,12 +325,17 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
         ).fetchall():
             if EVENT_TYPES[kind] in _CARRIED_OVER:
                 carried.append(NewEvent(EVENT_TYPES[kind], loads(attrs)))
-    memo = conn.execute("SELECT memo FROM executions WHERE run_id = ?", (old.run_id,)).fetchone()
+    memo = conn.execute(
+        "SELECT memo, parent_workflow_id, parent_close_policy FROM executions WHERE run_id = ?",
+        (old.run_id,),
+    ).fetchone()
     conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (old.run_id,))
+    # The next run inherits the parent link: the parent hears of the chain's final outcome.
     conn.execute(
         "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
-        "status, is_current, start_time, next_event_id, wt_state, args, memo) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?)",
+        "status, is_current, start_time, next_event_id, wt_state, args, memo, "
+        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
         (
             new_run_id,
             old.namespace,
@@ -309,7 +344,11 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
             old.task_queue,
             now,
             dumps(args),
-            memo[0] if memo else None,
+            memo[0],
+            memo[1],
+            old.parent_run_id,
+            old.parent_seq,
+            memo[2],
         ),
     )
     run = RunRecord(
@@ -321,6 +360,8 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
         status=RunStatus.RUNNING,
         next_event_id=1,
         wt_state=WorkflowTaskState.IDLE,
+        parent_run_id=old.parent_run_id,
+        parent_seq=old.parent_seq,
     )
     started = NewEvent(
         EventType.WORKFLOW_EXECUTION_STARTED,
@@ -331,7 +372,7 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
             "namespace": old.namespace,
             "task_queue": old.task_queue,
             "args": args,
-            "memo": loads(memo[0]) if memo else {},
+            "memo": loads(memo[0]) or {},
             "continued_from": old.run_id,
         },
     )
