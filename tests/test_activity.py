@@ -123,3 +123,84 @@ async def test_next_retry_delay_overrides_a_long_backoff(client: Client, worker:
     started = loop.time()
     assert await client.execute_workflow(run_activity, "rate_limited", id=wid()) == "ok"
     assert loop.time() - started < 10  # not the policy's 30 s
+
+
+TOKENS: dict[str, str] = {}
+
+
+@activity.defn(start_to_close_timeout=timedelta(minutes=10))
+async def human_review(doc: str) -> str:
+    TOKENS[doc] = activity.info().task_token  # e.g. put it in a ticket for a person
+    activity.raise_complete_async()
+
+
+@workflow.defn
+async def review(doc: str) -> str:
+    return await human_review(doc)
+
+
+async def test_async_completion_from_outside_the_worker(client: Client) -> None:
+    async with Worker(client, workflows=[review], activities=[human_review]):
+        handle = await client.start_workflow(review, "spec-1", id=wid())
+        while "spec-1" not in TOKENS:
+            await asyncio.sleep(0.01)
+    # The worker is gone; the attempt still waits for its token, not for a retry.
+    info = await handle.describe()
+    assert info.pending_activities[0].attempt == 1
+    await client.complete_activity(TOKENS["spec-1"], "approved by ann")
+    async with Worker(client, workflows=[review], activities=[human_review]):
+        assert await handle.result(timeout=10) == "approved by ann"
+    from duro.errors import LeaseLostError
+
+    with pytest.raises(LeaseLostError):
+        await client.complete_activity(TOKENS["spec-1"], "twice")  # already recorded
+
+
+async def test_async_failure_is_retried(client: Client) -> None:
+    TOKENS.clear()
+    async with Worker(client, workflows=[review], activities=[human_review]):
+        handle = await client.start_workflow(review, "spec-2", id=wid())
+        while "spec-2" not in TOKENS:
+            await asyncio.sleep(0.01)
+        first = TOKENS.pop("spec-2")
+        assert await client.heartbeat_activity(first, {"seen": True})
+        await client.fail_activity(first, "reviewer unavailable")
+        while "spec-2" not in TOKENS:  # attempt 2 asks again
+            await asyncio.sleep(0.01)
+        await client.complete_activity(TOKENS["spec-2"], "ok on retry")
+        assert await handle.result(timeout=10) == "ok on retry"
+    with pytest.raises(ValueError, match="not an activity task token"):
+        await client.complete_activity("garbage!!", None)
+
+
+CANCELLED: list[str] = []
+
+
+@activity.defn(heartbeat_timeout=timedelta(seconds=5))
+async def long_model_call(prompt: str) -> str:
+    try:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        CANCELLED.append(prompt)
+        raise
+
+
+@workflow.defn
+async def impatient() -> str:
+    try:
+        await asyncio.wait_for(workflow.execute_activity(long_model_call, "p"), timeout=0.2)
+    except TimeoutError:
+        return "gave up"
+    return "done"
+
+
+async def test_cancelled_activity_sees_cancellation_through_its_heartbeat(client: Client) -> None:
+    async with Worker(client, workflows=[impatient], activities=[long_model_call]):
+        assert await client.execute_workflow(impatient, id=wid()) == "gave up"
+        for _ in range(200):
+            if CANCELLED:
+                break
+            await asyncio.sleep(0.02)
+    assert CANCELLED == ["p"]

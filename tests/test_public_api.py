@@ -86,6 +86,7 @@ def test_activity_exports() -> None:
         "in_activity",
         "info",
         "is_cancelled",
+        "raise_complete_async",
     ]
 
 

@@ -16,14 +16,22 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, NoReturn, ParamSpec, TypeVar, overload
 
 from duro.converter import signature_of
 from duro.definitions import ActivityDefinition, set_activity_definition
 from duro.retry import RetryPolicy
 from duro.runtime import context as _runtime_context
 
-__all__ = ["ActivityInfo", "defn", "heartbeat", "in_activity", "info", "is_cancelled"]
+__all__ = [
+    "ActivityInfo",
+    "defn",
+    "heartbeat",
+    "in_activity",
+    "info",
+    "is_cancelled",
+    "raise_complete_async",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +55,8 @@ class ActivityInfo:
     start_to_close_timeout: timedelta
     heartbeat_details: Any
     """Details of the last heartbeat of a previous attempt, to resume from; None if none."""
+    task_token: str = ""
+    """Identifies this attempt for ``client.complete_activity`` (asynchronous completion)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -96,6 +106,23 @@ def heartbeat(details: Any = None) -> None:
 def is_cancelled() -> bool:
     """True once the activity was cancelled (its workflow cancelled it, or its lease was lost)."""
     return _ctx().is_cancelled()
+
+
+class CompleteAsync(BaseException):
+    """Raised by ``raise_complete_async`` (a ``BaseException``: ``except Exception`` skips it)."""
+
+
+def raise_complete_async() -> NoReturn:
+    """Return without a result: someone else completes this attempt later.
+
+    Hand ``info().task_token`` to whoever will finish the work (a human task system, a
+    webhook); they call ``client.complete_activity(token, result)`` or
+    ``client.fail_activity(token, error)``. The attempt stays bounded by its
+    ``start_to_close_timeout`` (set a long one) and, if set, its heartbeat timeout
+    (``client.heartbeat_activity(token)``); a worker stopping no longer affects it.
+    """
+    _ctx()  # fail clearly outside an activity
+    raise CompleteAsync()
 
 
 def in_activity() -> bool:

@@ -11,6 +11,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,10 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from duro.converter import failure_from_dict, from_payload, to_payloads
+from duro.converter import (
+    failure_from_dict,
+    failure_to_dict,
+    from_payload,
+    to_payload,
+    to_payloads,
+)
 from duro.definitions import handler_mark, workflow_definition
 from duro.engine.start import IdConflictPolicy, IdReusePolicy, StartRequest
 from duro.errors import (
+    ApplicationError,
     QueryError,
     UnknownHandlerError,
     UnknownWorkflowTypeError,
@@ -212,6 +222,29 @@ class Client:
             result_type = signature_of(update, True).return_hint
         result = await handle._await_update(request, name, result_type, timeout)
         return handle, result
+
+    async def complete_activity(self, task_token: str, result: Any = None) -> None:
+        """Finish an activity that called ``activity.raise_complete_async()``.
+
+        Raises:
+            LeaseLostError: the attempt is over (timed out, retried, or already completed).
+        """
+        task_id, lease_id = _parse_token(task_token)
+        value = to_payload(result, what="result of the activity")
+        await self.store.complete_activity_by_token(task_id, lease_id, True, value)
+
+    async def fail_activity(self, task_token: str, error: BaseException | str) -> None:
+        """Fail an asynchronously completed activity; it is retried per its retry policy."""
+        task_id, lease_id = _parse_token(task_token)
+        exc = ApplicationError(error) if isinstance(error, str) else error
+        await self.store.complete_activity_by_token(task_id, lease_id, False, failure_to_dict(exc))
+
+    async def heartbeat_activity(self, task_token: str, details: Any = None) -> bool:
+        """Heartbeat an asynchronously completed activity; False once it is cancelled or over."""
+        task_id, lease_id = _parse_token(task_token)
+        return await self.store.heartbeat_activity_by_token(
+            task_id, lease_id, to_payload(details, what="heartbeat details")
+        )
 
     def get_workflow_handle(
         self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
@@ -459,6 +492,15 @@ class WorkflowHandle:
         key = {"signal": "signals", "query": "queries", "update": "updates"}[kind]
         if handlers is not None and name not in handlers.get(key, []):
             raise UnknownHandlerError(kind, name, wtype, handlers.get(key, []))
+
+
+def _parse_token(token: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        task_id, lease_id = json.loads(raw)
+        return int(task_id), str(lease_id)
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise ValueError(f"not an activity task token: {token!r}") from e
 
 
 def _utc(ts: float | None) -> datetime | None:

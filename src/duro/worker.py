@@ -18,10 +18,12 @@ queue, and completing an activity claims the next workflow task of a run this wo
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import socket
@@ -648,6 +650,14 @@ class Worker:
             except PayloadError as e:
                 raise ApplicationError(str(e), type="PayloadEncodeError", non_retryable=True) from e
             outcome_ok = True
+        except activity_api.CompleteAsync:
+            heartbeats.stop()
+            try:
+                await store.detach_activity_task(lease.task_id, lease.lease_id)
+            except StoreError as e:
+                logger.warning("detaching asynchronously completed activity failed: %s", e)
+            self._stats["act_async"] += 1
+            return
         except asyncio.CancelledError:
             if self._stopping.is_set() and not heartbeats.cancelled:
                 raise  # shutdown: the lease is released and the attempt retried elsewhere
@@ -790,6 +800,12 @@ class _Heartbeats:
         self._stopped = True
 
 
+def task_token(task_id: int, lease_id: str) -> str:
+    """An opaque token naming one activity attempt (its task and lease)."""
+    raw = json.dumps([task_id, lease_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 def _activity_info(lease: ActivityTaskLease) -> activity_api.ActivityInfo:
     return activity_api.ActivityInfo(
         activity_id=str(lease.seq),
@@ -804,4 +820,5 @@ def _activity_info(lease: ActivityTaskLease) -> activity_api.ActivityInfo:
         started_time=datetime.fromtimestamp(lease.started_time, UTC),
         start_to_close_timeout=timedelta(seconds=lease.start_to_close_timeout),
         heartbeat_details=lease.heartbeat_details,
+        task_token=task_token(lease.task_id, lease.lease_id),
     )

@@ -253,6 +253,16 @@ class Store(Protocol):
 
     async def heartbeat_activity_task(self, lease: ActivityTaskLease, details: Any) -> bool: ...
 
+    async def detach_activity_task(self, task_id: int, lease_id: str) -> None: ...
+
+    async def complete_activity_by_token(
+        self, task_id: int, lease_id: str, ok: bool, value: Any
+    ) -> None: ...
+
+    async def heartbeat_activity_by_token(
+        self, task_id: int, lease_id: str, details: Any
+    ) -> bool: ...
+
     # -- timers ----------------------------------------------------------------------------------
     async def fire_due_timers(self, limit: int = 256) -> int: ...
 

@@ -446,6 +446,17 @@ class SQLiteStore:
             ops.activity_outcome, lease, False, failure, eager_worker_id, cached_upto, build_id
         )
 
+    async def detach_activity_task(self, task_id: int, lease_id: str) -> None:
+        await self._call(ops.detach_activity, task_id, lease_id)
+
+    async def complete_activity_by_token(
+        self, task_id: int, lease_id: str, ok: bool, value: Any
+    ) -> None:
+        await self._call(ops.activity_outcome_by_token, task_id, lease_id, ok, value)
+
+    async def heartbeat_activity_by_token(self, task_id: int, lease_id: str, details: Any) -> bool:
+        return await self._call(ops.heartbeat_by_token, task_id, lease_id, details)
+
     async def heartbeat_activity_task(self, lease: ActivityTaskLease, details: Any) -> bool:
         return await self._call(ops.heartbeat_activity, lease, details)
 

@@ -387,16 +387,43 @@ def activity_outcome(
     cached_upto: Callable[[str], int] | None,
     build_id: str = "",
 ) -> WorkflowTaskLease | None:
+    return _record_outcome(
+        tx,
+        lease.task_id,
+        lease.lease_id,
+        f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}",
+        ok,
+        value,
+        eager_worker_id,
+        cached_upto,
+        build_id,
+    )
+
+
+def activity_outcome_by_token(tx: Tx, task_id: int, lease_id: str, ok: bool, value: Any) -> None:
+    """Asynchronous completion: the outcome arrives from a client holding the task token."""
+    _record_outcome(tx, task_id, lease_id, f"activity task {task_id}", ok, value, None, None)
+
+
+def _record_outcome(
+    tx: Tx,
+    task_id: int,
+    lease_id: str,
+    what: str,
+    ok: bool,
+    value: Any,
+    eager_worker_id: str | None,
+    cached_upto: Callable[[str], int] | None,
+    build_id: str = "",
+) -> WorkflowTaskLease | None:
     conn, now = tx.conn, tx.now
     row = conn.execute(
         f"SELECT {_ACTIVITY_COLUMNS}, {RUN_COLUMNS_E} FROM tasks t "
         "JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
-        (lease.task_id,),
+        (task_id,),
     ).fetchone()
-    if row is None or row[9] != lease.lease_id:
-        raise LeaseLostError(
-            f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
-        )
+    if row is None or row[9] != lease_id:
+        raise LeaseLostError(what)
     task, run = _activity_record(row[:_ACTIVITY_WIDTH]), run_from_row(row[_ACTIVITY_WIDTH:])
     if ok:
         t = activity_rules.complete_activity(run, task, value, now)
@@ -417,7 +444,29 @@ def activity_outcome(
     return claims.workflow_lease if claims is not None else None
 
 
+def detach_activity(tx: Tx, task_id: int, lease_id: str) -> None:
+    """The attempt will complete asynchronously: no worker owns it any more.
+
+    Its lease still expires (start_to_close, heartbeat timeout), but a worker's death no longer
+    releases it.
+    """
+    cur = tx.conn.execute(
+        "UPDATE tasks SET lease_owner = NULL WHERE task_id = ? AND lease_id = ?",
+        (task_id, lease_id),
+    )
+    if cur.rowcount != 1:
+        raise LeaseLostError(f"activity task {task_id}")
+
+
+def heartbeat_by_token(tx: Tx, task_id: int, lease_id: str, details: Any) -> bool:
+    return _heartbeat(tx, task_id, lease_id, details)
+
+
 def heartbeat_activity(tx: Tx, lease: ActivityTaskLease, details: Any) -> bool:
+    return _heartbeat(tx, lease.task_id, lease.lease_id, details)
+
+
+def _heartbeat(tx: Tx, task_id: int, lease_id: str, details: Any) -> bool:
     # With a heartbeat timeout, each heartbeat moves the lease's end to now + heartbeat_timeout,
     # never past start_to_close or schedule_to_close.
     cur = tx.conn.execute(
@@ -426,7 +475,7 @@ def heartbeat_activity(tx: Tx, lease: ActivityTaskLease, details: Any) -> bool:
         "ELSE MIN(started_time + start_to_close_timeout, ? + heartbeat_timeout, "
         "COALESCE(scheduled_time + schedule_to_close_timeout, 1e18)) END "
         "WHERE task_id = ? AND lease_id = ?",
-        (dumps(details), tx.now, lease.task_id, lease.lease_id),
+        (dumps(details), tx.now, task_id, lease_id),
     )
     return cur.rowcount == 1
 
