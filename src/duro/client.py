@@ -103,6 +103,8 @@ class Client:
         memo: dict[str, Any] | None = None,
         request_id: str | None = None,
         start_signal: tuple[Callable[..., Any] | str, Sequence[Any]] | None = None,
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
     ) -> WorkflowHandle:
         """Start a run and return its handle (the run proceeds on a worker).
 
@@ -116,6 +118,9 @@ class Client:
             request_id: Retrying a start with the same request id returns the same run.
             start_signal: Signal-with-start: ``(signal, args)`` sent in the same transaction,
                 to the new run or (with ``USE_EXISTING``) to the running one.
+            execution_timeout: Limit for the whole workflow, continue-as-new runs included;
+                past it the run closes as ``TimedOut``. Default: none.
+            run_timeout: Limit for each run. Default: none.
 
         Raises:
             PayloadEncodeError: an argument has no JSON form (nothing is stored).
@@ -140,6 +145,8 @@ class Client:
                 memo=memo or {},
                 request_id=request_id,
                 signal=signal,
+                execution_timeout=execution_timeout.total_seconds() if execution_timeout else None,
+                run_timeout=run_timeout.total_seconds() if run_timeout else None,
             ),
         )
         return handle

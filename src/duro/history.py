@@ -39,6 +39,7 @@ class EventType(enum.StrEnum):
     WORKFLOW_EXECUTION_CANCELED = "WorkflowExecutionCanceled"
     WORKFLOW_EXECUTION_TERMINATED = "WorkflowExecutionTerminated"
     WORKFLOW_EXECUTION_CONTINUED_AS_NEW = "WorkflowExecutionContinuedAsNew"
+    WORKFLOW_EXECUTION_TIMED_OUT = "WorkflowExecutionTimedOut"
     START_CHILD_WORKFLOW_EXECUTION_INITIATED = "StartChildWorkflowExecutionInitiated"
     START_CHILD_WORKFLOW_EXECUTION_FAILED = "StartChildWorkflowExecutionFailed"
     CHILD_WORKFLOW_EXECUTION_STARTED = "ChildWorkflowExecutionStarted"
@@ -46,6 +47,7 @@ class EventType(enum.StrEnum):
     CHILD_WORKFLOW_EXECUTION_FAILED = "ChildWorkflowExecutionFailed"
     CHILD_WORKFLOW_EXECUTION_CANCELED = "ChildWorkflowExecutionCanceled"
     CHILD_WORKFLOW_EXECUTION_TERMINATED = "ChildWorkflowExecutionTerminated"
+    CHILD_WORKFLOW_EXECUTION_TIMED_OUT = "ChildWorkflowExecutionTimedOut"
 
 
 COMMAND_EVENTS = frozenset(
@@ -72,6 +74,7 @@ CLOSE_EVENTS = frozenset(
         EventType.WORKFLOW_EXECUTION_CANCELED,
         EventType.WORKFLOW_EXECUTION_TERMINATED,
         EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+        EventType.WORKFLOW_EXECUTION_TIMED_OUT,
     }
 )
 """Events that close a run; exactly one ends every closed history."""
@@ -84,6 +87,7 @@ class RunStatus(enum.StrEnum):
     CANCELED = "Canceled"
     TERMINATED = "Terminated"
     CONTINUED_AS_NEW = "ContinuedAsNew"
+    TIMED_OUT = "TimedOut"
 
     @property
     def closed(self) -> bool:
@@ -96,6 +100,7 @@ CLOSE_STATUS = {
     EventType.WORKFLOW_EXECUTION_CANCELED: RunStatus.CANCELED,
     EventType.WORKFLOW_EXECUTION_TERMINATED: RunStatus.TERMINATED,
     EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW: RunStatus.CONTINUED_AS_NEW,
+    EventType.WORKFLOW_EXECUTION_TIMED_OUT: RunStatus.TIMED_OUT,
 }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duro.engine.model import RunRecord, Transition, WorkflowTaskState
+from duro.engine.timers import EXECUTION_TIMEOUT_SEQ, RUN_TIMEOUT_SEQ
 from duro.errors import WorkflowAlreadyStartedError
 from duro.history import EventType, NewEvent, RunStatus
 
@@ -54,6 +55,10 @@ class StartRequest:
     """Set when a workflow starts this run as its child."""
     parent_seq: int | None = None
     parent_close_policy: str | None = None
+    execution_timeout: float | None = None
+    """Seconds the whole chain of runs (continue-as-new included) may take; None: no limit."""
+    run_timeout: float | None = None
+    """Seconds each run may take; None: no limit."""
 
 
 class StartDecision(enum.Enum):
@@ -94,6 +99,11 @@ def start_workflow(req: StartRequest, run_id: str, now: float) -> Transition:
             "memo": req.memo,
         },
     )
-    return Transition(
+    t = Transition(
         append=[started], wt_state=WorkflowTaskState.SCHEDULED, wt_visible_at=now, wt_attempt=1
     )
+    if req.run_timeout:
+        t.start_timers.append((RUN_TIMEOUT_SEQ, now + req.run_timeout))
+    if req.execution_timeout:
+        t.start_timers.append((EXECUTION_TIMEOUT_SEQ, now + req.execution_timeout))
+    return t

@@ -415,6 +415,7 @@ class WorkflowInstance:
     _apply_ChildWorkflowExecutionFailed = _resolve_child_failure
     _apply_ChildWorkflowExecutionCanceled = _resolve_child_failure
     _apply_ChildWorkflowExecutionTerminated = _resolve_child_failure
+    _apply_ChildWorkflowExecutionTimedOut = _resolve_child_failure
 
     def start_child(
         self,

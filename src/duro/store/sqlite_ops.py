@@ -99,8 +99,9 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
     conn.execute(
         "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
         "status, is_current, start_time, next_event_id, wt_state, args, memo, "
-        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
+        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
+        "execution_deadline, run_timeout) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             req.namespace,
@@ -114,6 +115,8 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             req.parent_run_id,
             req.parent_seq,
             req.parent_close_policy,
+            now + req.execution_timeout if req.execution_timeout else None,
+            req.run_timeout,
         ),
     )
     run = RunRecord(

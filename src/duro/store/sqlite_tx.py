@@ -20,6 +20,7 @@ from duro.converter import dumps, loads
 from duro.engine import children as child_rules
 from duro.engine import requests as request_rules
 from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
+from duro.engine.timers import EXECUTION_TIMEOUT_SEQ, RUN_TIMEOUT_SEQ
 from duro.errors import ConcurrencyConflictError, WorkflowNotFoundError
 from duro.history import Event, EventType, NewEvent, RunStatus
 from duro.store.protocol import ActivityTaskLease, WorkflowTaskLease
@@ -326,16 +327,19 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
             if EVENT_TYPES[kind] in _CARRIED_OVER:
                 carried.append(NewEvent(EVENT_TYPES[kind], loads(attrs)))
     memo = conn.execute(
-        "SELECT memo, parent_workflow_id, parent_close_policy FROM executions WHERE run_id = ?",
+        "SELECT memo, parent_workflow_id, parent_close_policy, execution_deadline, run_timeout "
+        "FROM executions WHERE run_id = ?",
         (old.run_id,),
     ).fetchone()
+    deadline, run_timeout = memo[3], memo[4]
     conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (old.run_id,))
     # The next run inherits the parent link: the parent hears of the chain's final outcome.
     conn.execute(
         "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
         "status, is_current, start_time, next_event_id, wt_state, args, memo, "
-        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
+        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
+        "execution_deadline, run_timeout) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new_run_id,
             old.namespace,
@@ -349,6 +353,8 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
             old.parent_run_id,
             old.parent_seq,
             memo[2],
+            deadline,
+            run_timeout,
         ),
     )
     run = RunRecord(
@@ -384,6 +390,11 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
             wt_state=WorkflowTaskState.SCHEDULED,
             wt_visible_at=now,
             wt_attempt=1,
+            # The chain keeps its execution deadline; each run gets its own run timeout.
+            start_timers=[
+                *([(RUN_TIMEOUT_SEQ, now + run_timeout)] if run_timeout else []),
+                *([(EXECUTION_TIMEOUT_SEQ, deadline)] if deadline else []),
+            ],
         ),
     )
     # Updates carried over now belong to the new run; the rest fail with the old run.
