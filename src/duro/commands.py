@@ -183,6 +183,44 @@ class StartChildWorkflow:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalExternalWorkflow:
+    seq: int
+    workflow_id: str
+    run_id: str | None
+    name: str
+    args: list[Any]
+
+    event_type = EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "name": self.name,
+            "args": self.args,
+        }
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancelExternalWorkflow:
+    seq: int
+    workflow_id: str
+    run_id: str | None
+
+    event_type = EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"seq": self.seq, "workflow_id": self.workflow_id, "run_id": self.run_id}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
 class ContinueAsNew:
     """Close this run and start a fresh one of the same workflow id with ``args``."""
 
@@ -207,6 +245,8 @@ Command = (
     | RecordMarker
     | CompleteUpdate
     | StartChildWorkflow
+    | SignalExternalWorkflow
+    | RequestCancelExternalWorkflow
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
@@ -221,6 +261,8 @@ _KEY_ATTRS: dict[EventType, tuple[str, ...]] = {
     EventType.MARKER_RECORDED: ("name",),
     EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: ("update_id",),
     EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: ("seq", "workflow_type"),
+    EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: ("seq",),
+    EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: ("seq",),
 }
 
 
@@ -254,6 +296,8 @@ _COMMAND_NAMES = {
     EventType.MARKER_RECORDED: "RecordMarker",
     EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: "CompleteUpdate",
     EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: "StartChildWorkflow",
+    EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "SignalExternalWorkflow",
+    EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "RequestCancelExternal",
     EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",
     EventType.WORKFLOW_EXECUTION_FAILED: "FailWorkflow",
     EventType.WORKFLOW_EXECUTION_CANCELED: "CancelWorkflow",

@@ -8,6 +8,7 @@ The tree::
     ├── TimeoutError                 an activity ran out of time; .kind names which timeout
     ├── WorkflowFailureError         client side: the run failed, was canceled or terminated
     ├── ChildWorkflowError           workflow side: a child workflow failed, was canceled or ended
+    ├── ExternalWorkflowError        workflow side: a signal/cancel to another workflow failed
     ├── NonDeterminismError          replayed code produced other commands than history holds
     ├── NondeterministicCallError    workflow code called a clock, randomness or I/O
     ├── DeadlockError                workflow code did not yield within the deadlock timeout
@@ -130,6 +131,10 @@ class ChildWorkflowError(DuroError):
     def cause(self) -> BaseException:
         assert self.__cause__ is not None
         return self.__cause__
+
+
+class ExternalWorkflowError(DuroError):
+    """A signal or cancel request sent by workflow code found no running target."""
 
 
 class NonDeterminismError(DuroError):

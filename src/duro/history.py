@@ -48,6 +48,13 @@ class EventType(enum.StrEnum):
     CHILD_WORKFLOW_EXECUTION_CANCELED = "ChildWorkflowExecutionCanceled"
     CHILD_WORKFLOW_EXECUTION_TERMINATED = "ChildWorkflowExecutionTerminated"
     CHILD_WORKFLOW_EXECUTION_TIMED_OUT = "ChildWorkflowExecutionTimedOut"
+    SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED = "SignalExternalWorkflowExecutionInitiated"
+    REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED = (
+        "RequestCancelExternalWorkflowExecutionInitiated"
+    )
+    EXTERNAL_WORKFLOW_EXECUTION_SIGNALED = "ExternalWorkflowExecutionSignaled"
+    EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED = "ExternalWorkflowExecutionCancelRequested"
+    EXTERNAL_WORKFLOW_REQUEST_FAILED = "ExternalWorkflowRequestFailed"
 
 
 COMMAND_EVENTS = frozenset(
@@ -58,6 +65,8 @@ COMMAND_EVENTS = frozenset(
         EventType.TIMER_CANCELED,
         EventType.MARKER_RECORDED,
         EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+        EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
+        EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
         EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED,
         EventType.WORKFLOW_EXECUTION_COMPLETED,
         EventType.WORKFLOW_EXECUTION_FAILED,

@@ -55,12 +55,14 @@ from duro.runtime.instance import seconds as _seconds
 __all__ = [
     "ActivityHandle",
     "ChildWorkflowHandle",
+    "ExternalWorkflowHandle",
     "WorkflowInfo",
     "continue_as_new",
     "defn",
     "deprecate_patch",
     "execute_activity",
     "execute_child_workflow",
+    "get_external_workflow_handle",
     "in_workflow",
     "info",
     "logger",
@@ -397,6 +399,40 @@ async def execute_child_workflow(
     return await start_child_workflow(
         workflow, *args, id=id, task_queue=task_queue, parent_close_policy=parent_close_policy
     )
+
+
+class ExternalWorkflowHandle:
+    """Another workflow, seen from workflow code: signal it or ask it to cancel.
+
+    Both are recorded in this run's history and delivered in the same transaction; awaiting
+    them raises ``ExternalWorkflowError`` if the target does not exist or is closed.
+    """
+
+    def __init__(self, workflow_id: str, run_id: str | None = None) -> None:
+        self.id = workflow_id
+        self.run_id = run_id
+
+    async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
+        name = signal if isinstance(signal, str) else _handler_name(signal, "signal")
+        await _context.current().signal_external(self.id, self.run_id, name, args)
+
+    async def cancel(self) -> None:
+        await _context.current().cancel_external(self.id, self.run_id)
+
+
+def _handler_name(fn: Callable[..., Any], kind: str) -> str:
+    mark = handler_mark(fn)
+    if mark is None or mark[0] != kind:
+        raise TypeError(f"{fn!r} is not a @workflow.{kind} method; pass the method or its name")
+    return mark[1]
+
+
+def get_external_workflow_handle(
+    workflow_id: str, *, run_id: str | None = None
+) -> ExternalWorkflowHandle:
+    """A handle to another workflow (its current run unless ``run_id``), to signal or cancel."""
+    _context.current()
+    return ExternalWorkflowHandle(workflow_id, run_id)
 
 
 # -- time, randomness, waiting ------------------------------------------------------------------

@@ -126,6 +126,8 @@ class Transition:
     cancel_timers: list[int] = field(default_factory=list)
     delete_timer: int | None = None
     """The fired timer's seq."""
+    external_requests: list[Any] = field(default_factory=list)
+    """Signals and cancel requests to other workflows, delivered in the same transaction."""
     start_children: list[Any] = field(default_factory=list)
     """``StartChildWorkflow`` commands: the store starts each child in the same transaction."""
     completed_updates: list[tuple[str, Any, dict[str, Any] | None]] = field(default_factory=list)

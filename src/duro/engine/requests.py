@@ -54,3 +54,20 @@ def terminate(run: RunRecord, reason: str, now: float) -> Transition:
         close=RunStatus.TERMINATED,
         failure={"type": "Terminated", "message": reason or "terminated"},
     )
+
+
+def external_request_done(run: RunRecord, seq: int, kind: str, error: str | None) -> Transition:
+    """Tell the sender how its signal / cancel request to another workflow went."""
+    t = Transition()
+    if run.status != RunStatus.RUNNING:
+        return t
+    if error is not None:
+        event = NewEvent(
+            EventType.EXTERNAL_WORKFLOW_REQUEST_FAILED, {"seq": seq, "kind": kind, "error": error}
+        )
+    elif kind == "signal":
+        event = NewEvent(EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, {"seq": seq})
+    else:
+        event = NewEvent(EventType.EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED, {"seq": seq})
+    t.add_input(run, event)
+    return t

@@ -16,7 +16,9 @@ from duro.commands import (
     FailWorkflow,
     RecordMarker,
     RequestCancelActivity,
+    RequestCancelExternalWorkflow,
     ScheduleActivity,
+    SignalExternalWorkflow,
     StartChildWorkflow,
     StartTimer,
 )
@@ -97,6 +99,8 @@ def complete_workflow_task(
             pass
         elif isinstance(command, StartChildWorkflow):
             t.start_children.append(command)
+        elif isinstance(command, SignalExternalWorkflow | RequestCancelExternalWorkflow):
+            t.external_requests.append(command)
         elif isinstance(command, CompleteUpdate):
             t.completed_updates.append((command.update_id, command.result, command.failure))
         elif isinstance(command, CompleteWorkflow):

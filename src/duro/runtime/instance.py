@@ -36,13 +36,14 @@ from duro.definitions import (
 from duro.errors import (
     ActivityError,
     ChildWorkflowError,
+    ExternalWorkflowError,
     NonDeterminismError,
     NondeterministicCallError,
     PayloadError,
     UnknownHandlerError,
     WorkflowAlreadyStartedError,
 )
-from duro.history import Event
+from duro.history import Event, EventType
 from duro.retry import RetryPolicy
 from duro.runtime import context, guards
 from duro.runtime.loop import DurableTimerHandle, WorkflowEventLoop
@@ -158,6 +159,8 @@ class WorkflowInstance:
         self._timer_seq = 0
         self._child_seq = 0
         self._children: dict[int, _PendingChild] = {}
+        self._external_seq = 0
+        self._externals: dict[int, asyncio.Future[None]] = {}
         self._activities: dict[int, _PendingActivity] = {}
         self._timers: dict[int, DurableTimerHandle] = {}
         self._conditions: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
@@ -416,6 +419,38 @@ class WorkflowInstance:
     _apply_ChildWorkflowExecutionCanceled = _resolve_child_failure
     _apply_ChildWorkflowExecutionTerminated = _resolve_child_failure
     _apply_ChildWorkflowExecutionTimedOut = _resolve_child_failure
+
+    def _resolve_external(self, event: Event) -> None:
+        fut = self._externals.pop(event.attrs["seq"], None)
+        if fut is None or fut.done():
+            return
+        if event.type == EventType.EXTERNAL_WORKFLOW_REQUEST_FAILED:
+            fut.set_exception(ExternalWorkflowError(str(event.attrs.get("error", ""))))
+        else:
+            fut.set_result(None)
+
+    _apply_ExternalWorkflowExecutionSignaled = _resolve_external
+    _apply_ExternalWorkflowExecutionCancelRequested = _resolve_external
+    _apply_ExternalWorkflowRequestFailed = _resolve_external
+
+    def signal_external(
+        self, workflow_id: str, run_id: str | None, name: str, args: tuple[Any, ...]
+    ) -> asyncio.Future[None]:
+        self._external_seq += 1
+        seq = self._external_seq
+        payloads = to_payloads(args, what=f"argument of signal {name!r}:")
+        self.add_command(cmd.SignalExternalWorkflow(seq, workflow_id, run_id, name, payloads))
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._externals[seq] = fut
+        return fut
+
+    def cancel_external(self, workflow_id: str, run_id: str | None) -> asyncio.Future[None]:
+        self._external_seq += 1
+        seq = self._external_seq
+        self.add_command(cmd.RequestCancelExternalWorkflow(seq, workflow_id, run_id))
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._externals[seq] = fut
+        return fut
 
     def start_child(
         self,

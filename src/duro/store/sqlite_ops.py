@@ -11,7 +11,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from duro.commands import StartChildWorkflow
+from duro.commands import (
+    RequestCancelExternalWorkflow,
+    SignalExternalWorkflow,
+    StartChildWorkflow,
+)
 from duro.converter import dumps, loads
 from duro.engine import activity as activity_rules
 from duro.engine import children as child_rules
@@ -21,7 +25,12 @@ from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
 from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
 from duro.engine.start import StartDecision, StartRequest
-from duro.errors import LeaseLostError, WorkflowAlreadyStartedError, WorkflowClosedError
+from duro.errors import (
+    LeaseLostError,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+    WorkflowNotFoundError,
+)
 from duro.history import RunStatus
 from duro.store.protocol import (
     ActivityTaskLease,
@@ -249,6 +258,8 @@ def complete_workflow_task(
         return CompletionResult(accepted=False, reason=t.rejected)
     for child in t.start_children:
         _start_child(tx, run, child)
+    for request in t.external_requests:
+        _deliver_external(tx, run, request)
     _record_build(tx, run, completion)
     return CompletionResult(
         accepted=True,
@@ -281,6 +292,31 @@ def _start_child(tx: Tx, parent: RunRecord, child: StartChildWorkflow) -> None:
         tx.conn.execute("RELEASE child")
         t = child_rules.child_started(parent, child.seq, child.workflow_id, started.run_id)
     apply_transition(tx, parent, t)
+
+
+def _deliver_external(
+    tx: Tx, sender: RunRecord, request: SignalExternalWorkflow | RequestCancelExternalWorkflow
+) -> None:
+    """A workflow signals or cancels another: delivered now, the outcome told to the sender."""
+    kind = "signal" if isinstance(request, SignalExternalWorkflow) else "cancel"
+    error: str | None = None
+    tx.conn.execute("SAVEPOINT external")
+    try:
+        target = find_run(tx.conn, sender.namespace, request.workflow_id, request.run_id)
+        if isinstance(request, SignalExternalWorkflow):
+            rule = request_rules.signal_workflow(target, request.name, request.args, tx.now)
+        else:
+            reason = f"requested by workflow {sender.workflow_id}"
+            rule = request_rules.request_cancel(target, reason, tx.now)
+        apply_transition(tx, target, rule)
+    except (WorkflowNotFoundError, WorkflowClosedError) as e:
+        tx.conn.execute("ROLLBACK TO external")
+        error = str(e)
+    tx.conn.execute("RELEASE external")
+    sender = load_run(tx.conn, sender.run_id)  # the target may be the sender itself
+    apply_transition(
+        tx, sender, request_rules.external_request_done(sender, request.seq, kind, error)
+    )
 
 
 def _record_build(tx: Tx, run: RunRecord, completion: WorkflowTaskCompletion) -> None:
