@@ -204,3 +204,24 @@ async def test_cancelled_activity_sees_cancellation_through_its_heartbeat(client
                 break
             await asyncio.sleep(0.02)
     assert CANCELLED == ["p"]
+
+
+@activity.defn(task_queue="gpu", schedule_to_start_timeout=timedelta(milliseconds=300))
+async def needs_gpu() -> str:
+    return "rendered"
+
+
+@workflow.defn
+async def render() -> str:
+    try:
+        return await needs_gpu()
+    except ActivityError as e:
+        assert isinstance(e.cause, ActivityTimeoutError)
+        return f"{e.cause.kind} after {e.attempt}"
+
+
+async def test_schedule_to_start_timeout_when_no_worker_takes_it(client: Client) -> None:
+    async with Worker(
+        client, workflows=[render], heartbeat_interval=timedelta(milliseconds=100)
+    ):  # no worker serves the "gpu" queue
+        assert await client.execute_workflow(render, id=wid()) == "schedule_to_start after 1"

@@ -165,6 +165,7 @@ def defn(
     name: str | None = None,
     start_to_close_timeout: timedelta | None = None,
     schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
     task_queue: str | None = None,
@@ -178,6 +179,7 @@ def defn(
     name: str | None = None,
     start_to_close_timeout: timedelta | None = None,
     schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
     task_queue: str | None = None,
@@ -188,6 +190,8 @@ def defn(
         name: The activity type name in history; default the function name.
         start_to_close_timeout: Limit of one attempt; default 5 minutes.
         schedule_to_close_timeout: Limit of all attempts together; default none.
+        schedule_to_start_timeout: Longest wait of an attempt for a worker (no worker for the
+            queue, or all busy); then the activity times out without retrying. Default none.
         heartbeat_timeout: Longest gap between heartbeats; default none.
         retry_policy: Default ``RetryPolicy()``: 1 s doubling to 100 s, unlimited attempts.
         task_queue: Queue of the workers that run it; default the workflow's queue.
@@ -203,6 +207,7 @@ def defn(
             signature=signature_of(f),
             start_to_close_timeout=start_to_close_timeout,
             schedule_to_close_timeout=schedule_to_close_timeout,
+            schedule_to_start_timeout=schedule_to_start_timeout,
             heartbeat_timeout=heartbeat_timeout,
             retry_policy=retry_policy,
             task_queue=task_queue,

@@ -26,6 +26,7 @@ class ScheduleActivity:
     retry_policy: dict[str, Any]
     schedule_to_close_timeout: float | None = None
     heartbeat_timeout: float | None = None
+    schedule_to_start_timeout: float | None = None
 
     event_type = EventType.ACTIVITY_TASK_SCHEDULED
 
@@ -38,6 +39,7 @@ class ScheduleActivity:
             "start_to_close_timeout": self.start_to_close_timeout,
             "schedule_to_close_timeout": self.schedule_to_close_timeout,
             "heartbeat_timeout": self.heartbeat_timeout,
+            "schedule_to_start_timeout": self.schedule_to_start_timeout,
             "retry_policy": self.retry_policy,
         }
 

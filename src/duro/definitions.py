@@ -62,6 +62,7 @@ class ActivityDefinition:
     signature: Signature
     start_to_close_timeout: timedelta | None = None
     schedule_to_close_timeout: timedelta | None = None
+    schedule_to_start_timeout: timedelta | None = None
     heartbeat_timeout: timedelta | None = None
     retry_policy: RetryPolicy | None = None
     task_queue: str | None = None

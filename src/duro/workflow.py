@@ -303,6 +303,7 @@ def start_activity(
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
     result_type: Any = None,
+    schedule_to_start_timeout: timedelta | None = None,
 ) -> asyncio.Future[Any]:
     """Schedule an activity durably and return a future of its (decoded) result.
 
@@ -323,6 +324,7 @@ def start_activity(
         heartbeat_timeout=heartbeat_timeout,
         retry_policy=retry_policy,
         result_type=result_type,
+        schedule_to_start_timeout=schedule_to_start_timeout,
     )
 
 
@@ -335,6 +337,7 @@ async def execute_activity(
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
     result_type: Any = None,
+    schedule_to_start_timeout: timedelta | None = None,
 ) -> Any:
     """Run an activity durably and return its result (``start_activity`` then await).
 
@@ -350,6 +353,7 @@ async def execute_activity(
         heartbeat_timeout=heartbeat_timeout,
         retry_policy=retry_policy,
         result_type=result_type,
+        schedule_to_start_timeout=schedule_to_start_timeout,
     )
 
 

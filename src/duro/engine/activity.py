@@ -105,6 +105,21 @@ def expired_timeout(task: ActivityTaskRecord, now: float) -> str:
     return "start_to_close"
 
 
+def schedule_to_start_expired(run: RunRecord, task: ActivityTaskRecord, now: float) -> Transition:
+    """No worker picked the attempt up in time: a final timeout (retrying would not help)."""
+    t = Transition(delete_activities=[task.seq])
+    if run.status == RunStatus.RUNNING:
+        failure = timeout_failure("schedule_to_start")
+        t.add_input(
+            run,
+            NewEvent(
+                EventType.ACTIVITY_TASK_TIMED_OUT,
+                {"seq": task.seq, "failure": failure, "attempt": task.attempt},
+            ),
+        )
+    return t
+
+
 def expire_activity(run: RunRecord, task: ActivityTaskRecord, now: float) -> Transition:
     """The attempt's lease ran out: a failed attempt, retried (or not) like any failure."""
     return fail_activity(

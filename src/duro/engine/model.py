@@ -81,6 +81,7 @@ class ActivitySpec:
     schedule_to_close_timeout: float | None
     heartbeat_timeout: float | None
     retry_policy: dict[str, Any]
+    schedule_to_start_timeout: float | None = None
 
 
 @dataclass(slots=True)

@@ -86,6 +86,7 @@ def complete_workflow_task(
                     schedule_to_close_timeout=command.schedule_to_close_timeout,
                     heartbeat_timeout=command.heartbeat_timeout,
                     retry_policy=command.retry_policy,
+                    schedule_to_start_timeout=command.schedule_to_start_timeout,
                 )
             )
         elif isinstance(command, RequestCancelActivity):

@@ -584,6 +584,7 @@ class WorkflowInstance:
         heartbeat_timeout: timedelta | None = None,
         retry_policy: RetryPolicy | None = None,
         result_type: Any = None,
+        schedule_to_start_timeout: timedelta | None = None,
     ) -> asyncio.Future[Any]:
         """Resolve options (call, then ``@activity.defn``, then defaults) and schedule it."""
         adefn = activity_definition(activity) if not isinstance(activity, str) else None
@@ -612,6 +613,9 @@ class WorkflowInstance:
             ),
             retry_policy=policy.to_dict(),
             return_hint=return_hint if return_hint is not None else Any,
+            schedule_to_start_timeout=seconds(
+                schedule_to_start_timeout or (adefn.schedule_to_start_timeout if adefn else None)
+            ),
         )
 
     def schedule_activity(
@@ -625,6 +629,7 @@ class WorkflowInstance:
         heartbeat_timeout: float | None,
         retry_policy: dict[str, Any],
         return_hint: Any,
+        schedule_to_start_timeout: float | None = None,
     ) -> asyncio.Future[Any]:
         self._activity_seq += 1
         seq = self._activity_seq
@@ -639,6 +644,7 @@ class WorkflowInstance:
                 schedule_to_close_timeout=schedule_to_close_timeout,
                 heartbeat_timeout=heartbeat_timeout,
                 retry_policy=retry_policy,
+                schedule_to_start_timeout=schedule_to_start_timeout,
             )
         )
         fut: asyncio.Future[Any] = self.loop.create_future()

@@ -780,7 +780,20 @@ def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
             )
             tx.notes.add(("activity", run.namespace, run.task_queue))
             result.released_activities += 1
-    if dead or expired:
+    # Attempts no worker picked up within their schedule_to_start timeout.
+    waiting = conn.execute(
+        f"SELECT {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.kind = 'activity' "
+        "AND t.lease_id IS NULL AND t.schedule_to_start_timeout IS NOT NULL "
+        "AND t.visible_at + t.schedule_to_start_timeout <= ?",
+        (now,),
+    ).fetchall()
+    for row in waiting:
+        run = load_run(conn, row[1])
+        apply_transition(
+            tx, run, activity_rules.schedule_to_start_expired(run, _activity_record(row), now)
+        )
+        result.released_activities += 1
+    if dead or expired or waiting:
         tx.notes.add("timer")
     return result
 

@@ -496,8 +496,8 @@ def _schedule_activities(
             "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
             "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
             "schedule_to_close_timeout, heartbeat_timeout, scheduled_time, lease_id, "
-            "lease_owner, lease_expires, started_time) "
-            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "lease_owner, lease_expires, started_time, schedule_to_start_timeout) "
+            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run.namespace,
                 a.task_queue,
@@ -515,6 +515,7 @@ def _schedule_activities(
                 owner,
                 expires,
                 started,
+                a.schedule_to_start_timeout,
             ),
         )
         if claim is None or lease_id is None:
