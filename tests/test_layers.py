@@ -39,6 +39,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "commands": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "visibility": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "replayer": {"worker", "cli", "store"},
+    "retention": {"worker", "client", "cli", "runtime", "workflow", "activity"},
     "testing": {"cli"},
 }
 

@@ -29,6 +29,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +44,7 @@ from duro.errors import DuroError, WorkflowFailureError
 from duro.history import Event, RunStatus
 from duro.replayer import Replayer, ReplayResult
 from duro.store import SchemaStatus, migrate_schema, schema_status
-from duro.store.protocol import ExecutionInfo
+from duro.store.protocol import ExecutionInfo, NamespaceSettings
 from duro.worker import Worker
 
 __all__ = ["cli", "load_target", "main"]
@@ -602,6 +603,54 @@ def db_migrate(conn: Connection, as_json: bool) -> None:
         _echo_json(_schema_json(status))
     else:
         _echo_schema(status)
+
+
+# -- namespace ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def namespace() -> None:
+    """Per-namespace settings: retention of closed runs."""
+
+
+def _settings_json(settings: NamespaceSettings) -> dict[str, Any]:
+    return {
+        "namespace": settings.namespace,
+        "retention_days": settings.retention_seconds / 86400,
+        "archive_dir": settings.archive_dir,
+    }
+
+
+@namespace.command("describe")
+@json_option
+@connection_options
+def namespace_describe(conn: Connection, as_json: bool) -> None:
+    """Show the namespace's retention period and archive directory."""
+
+    async def action(client: Client) -> NamespaceSettings:
+        return await client.namespace_settings()
+
+    data = _settings_json(_run(conn, action))
+    if as_json:
+        _echo_json(data)
+    else:
+        click.echo(
+            f"namespace {data['namespace']}: closed runs kept {data['retention_days']:g} days"
+            + (f", archived to {data['archive_dir']}" if data["archive_dir"] else "")
+        )
+
+
+@namespace.command("set")
+@click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), required=True)
+@click.option("--archive-dir", metavar="DIR", help="Export closed runs here before deleting.")
+@connection_options
+def namespace_set(conn: Connection, retention_days: float, archive_dir: str | None) -> None:
+    """Set how long closed runs are kept (workers delete them afterwards)."""
+
+    async def action(client: Client) -> NamespaceSettings:
+        return await client.set_retention(timedelta(days=retention_days), archive_dir=archive_dir)
+
+    _echo_json(_settings_json(_run(conn, action)))
 
 
 # -- replay ---------------------------------------------------------------------------------------

@@ -40,7 +40,12 @@ from duro.errors import (
 )
 from duro.history import Event, RunStatus
 from duro.store import Store, open_store
-from duro.store.protocol import ExecutionInfo, PendingActivityInfo, StartResult
+from duro.store.protocol import (
+    ExecutionInfo,
+    NamespaceSettings,
+    PendingActivityInfo,
+    StartResult,
+)
 from duro.visibility import parse_query
 
 __all__ = [
@@ -229,6 +234,20 @@ class Client:
             result_type = signature_of(update, True).return_hint
         result = await handle._await_update(request, name, result_type, timeout)
         return handle, result
+
+    async def namespace_settings(self) -> NamespaceSettings:
+        """This namespace's retention period and archive directory."""
+        return await self.store.namespace_settings(self.namespace)
+
+    async def set_retention(
+        self, retention: timedelta, *, archive_dir: str | None = None
+    ) -> NamespaceSettings:
+        """Keep closed runs this long (then workers delete them, archiving them if asked)."""
+        if retention <= timedelta(0):
+            raise ValueError("retention must be positive")
+        settings = NamespaceSettings(self.namespace, retention.total_seconds(), archive_dir)
+        await self.store.set_namespace_settings(settings)
+        return settings
 
     async def complete_activity(self, task_token: str, result: Any = None) -> None:
         """Finish an activity that called ``activity.raise_complete_async()``.

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from duro import activity as activity_api
+from duro import retention
 from duro.commands import FailWorkflow
 from duro.converter import failure_to_dict, to_payload
 from duro.definitions import (
@@ -153,6 +154,7 @@ class Worker:
         max_poll_wait: timedelta = timedelta(seconds=1),
         determinism_guards: bool = True,
         deadlock_timeout: timedelta | None = timedelta(seconds=2),
+        retention_sweep_interval: timedelta | None = timedelta(minutes=1),
     ) -> None:
         """Configure a worker; nothing runs until ``run()``.
 
@@ -172,6 +174,9 @@ class Worker:
                 run (docs/determinism.md). Default on.
             deadlock_timeout: Fail a workflow task whose code runs this long without yielding.
                 Default 2 s; None turns detection off (e.g. while stepping in a debugger).
+            retention_sweep_interval: How often this worker deletes (and archives) its
+                namespace's closed runs past their retention (``duro.retention``). Default
+                1 minute; None: this worker never sweeps.
         """
         self.client = client
         self.store: Store = client.store
@@ -206,6 +211,9 @@ class Worker:
         self._graceful_timeout = graceful_shutdown_timeout.total_seconds()
         self._max_poll_wait = max_poll_wait.total_seconds()
         self._guards = determinism_guards
+        self._sweep_interval = (
+            retention_sweep_interval.total_seconds() if retention_sweep_interval else None
+        )
         self._deadlock_timeout = deadlock_timeout.total_seconds() if deadlock_timeout else None
         self._wt_in_flight = 0
         self._act_in_flight = 0
@@ -243,6 +251,8 @@ class Worker:
             len(self._activities),
         )
         loops = [self._liveness_loop(), self._timer_loop()]
+        if self._sweep_interval is not None:
+            loops.append(self._retention_loop(self._sweep_interval))
         if self._workflows:
             loops += [self._workflow_poller(), self._query_poller()]
         if self._activities:
@@ -350,6 +360,17 @@ class Worker:
                 logger.warning("liveness heartbeat failed: %s", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval)
+
+    async def _retention_loop(self, interval: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                deleted = await retention.sweep(self.store, self.namespace)
+                if deleted:
+                    logger.info("retention: deleted %d closed run(s)", deleted)
+            except (StoreError, OSError) as e:
+                logger.warning("retention sweep failed: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
 
     async def _timer_loop(self) -> None:
         store = self.store

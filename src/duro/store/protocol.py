@@ -162,6 +162,15 @@ class QueryOutcome:
 
 
 @dataclass(slots=True)
+class NamespaceSettings:
+    namespace: str
+    retention_seconds: float
+    """Closed runs are deleted this long after they close (default 30 days)."""
+    archive_dir: str | None = None
+    """If set, runs are exported there (JSONL, one file per day) before deletion."""
+
+
+@dataclass(slots=True)
 class ReapResult:
     dead_workers: list[str] = field(default_factory=list)
     released_workflow_tasks: int = 0
@@ -318,6 +327,16 @@ class Store(Protocol):
     ) -> dict[str, list[str]] | None: ...
 
     async def known_workflow_types(self, namespace: str, task_queue: str) -> list[str] | None: ...
+
+    # -- namespaces and retention ------------------------------------------------------------
+
+    async def namespace_settings(self, namespace: str) -> NamespaceSettings: ...
+
+    async def set_namespace_settings(self, settings: NamespaceSettings) -> None: ...
+
+    async def expired_runs(self, namespace: str, retention: float, limit: int) -> list[str]: ...
+
+    async def delete_runs(self, run_ids: list[str]) -> int: ...
 
     # -- visibility ------------------------------------------------------------------------------
     async def describe(

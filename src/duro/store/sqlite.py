@@ -39,6 +39,7 @@ from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
+    NamespaceSettings,
     QueryOutcome,
     QueryTask,
     ReapResult,
@@ -542,6 +543,20 @@ class SQLiteStore:
 
     async def known_workflow_types(self, namespace: str, task_queue: str) -> list[str] | None:
         return await self._call(ops.known_types, namespace, task_queue, readonly=True)
+
+    # -- namespaces and retention ------------------------------------------------------------
+
+    async def namespace_settings(self, namespace: str) -> NamespaceSettings:
+        return await self._call(ops.namespace_settings, namespace, readonly=True)
+
+    async def set_namespace_settings(self, settings: NamespaceSettings) -> None:
+        await self._call(ops.set_namespace_settings, settings)
+
+    async def expired_runs(self, namespace: str, retention: float, limit: int) -> list[str]:
+        return await self._call(ops.expired_runs, namespace, retention, limit, readonly=True)
+
+    async def delete_runs(self, run_ids: list[str]) -> int:
+        return await self._call(ops.delete_runs, run_ids)
 
     # -- visibility ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
+    NamespaceSettings,
     PendingActivityInfo,
     QueryOutcome,
     QueryTask,
@@ -948,3 +949,49 @@ def list_workflows(
         (*params, limit),
     ).fetchall()
     return [_info_from_row(r) for r in rows]
+
+
+DEFAULT_RETENTION = 30 * 24 * 3600.0
+
+
+def namespace_settings(tx: Tx, namespace: str) -> NamespaceSettings:
+    row = tx.conn.execute(
+        "SELECT retention_seconds, archive_dir FROM namespaces WHERE namespace = ?", (namespace,)
+    ).fetchone()
+    if row is None:
+        return NamespaceSettings(namespace, DEFAULT_RETENTION, None)
+    return NamespaceSettings(namespace, row[0], row[1])
+
+
+def set_namespace_settings(tx: Tx, settings: NamespaceSettings) -> None:
+    tx.conn.execute(
+        "INSERT INTO namespaces (namespace, retention_seconds, archive_dir, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET "
+        "retention_seconds = excluded.retention_seconds, archive_dir = excluded.archive_dir, "
+        "updated_at = excluded.updated_at",
+        (settings.namespace, settings.retention_seconds, settings.archive_dir, tx.now),
+    )
+
+
+def expired_runs(tx: Tx, namespace: str, retention: float, limit: int) -> list[str]:
+    """Closed runs whose close is older than the retention period, oldest first."""
+    rows = tx.conn.execute(
+        "SELECT run_id FROM executions WHERE namespace = ? AND close_time IS NOT NULL "
+        "AND close_time < ? ORDER BY close_time LIMIT ?",
+        (namespace, tx.now - retention, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def delete_runs(tx: Tx, run_ids: list[str]) -> int:
+    """Delete closed runs and everything stored for them (open runs are never touched)."""
+    deleted = 0
+    for run_id in run_ids:
+        cur = tx.conn.execute(
+            "DELETE FROM executions WHERE run_id = ? AND close_time IS NOT NULL", (run_id,)
+        )
+        if cur.rowcount:
+            deleted += 1
+            for table in ("history", "buffered_events", "tasks", "timers", "queries"):
+                tx.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+    return deleted
