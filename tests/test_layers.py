@@ -37,6 +37,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "retry": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "definitions": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "commands": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
+    "search_attributes": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "visibility": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "replayer": {"worker", "cli", "store"},
     "retention": {"worker", "client", "cli", "runtime", "workflow", "activity"},

@@ -40,7 +40,6 @@ def test_or_not_and_parentheses() -> None:
     ("text", "message"),
     [
         ("WorkflowType = ", "column 14.*expected one of NUMBER, STRING"),
-        ("Color = 'red'", "unknown field 'Color'"),
         ("Status > 'Running'", "Status supports = and != only"),
         ("Status = 'Sleeping'", "unknown status 'Sleeping'"),
         ("StartTime > 'yesterday'", "ISO 8601"),
@@ -84,3 +83,65 @@ async def test_list_workflows_filters_by_query_in_the_store(client: Client) -> N
     )
     with pytest.raises(QuerySyntaxError):
         await client.list_workflows("Status == 'Running'")
+
+
+@workflow.defn
+class Ticket:
+    def __init__(self) -> None:
+        self.stage = "new"
+
+    @workflow.run
+    async def run(self) -> None:
+        workflow.upsert_search_attributes({"Stage": "triage", "Priority": 2})
+        await workflow.wait_condition(lambda: self.stage == "approved")
+        workflow.upsert_search_attributes({"Stage": "done", "Priority": None})
+
+    @workflow.signal
+    def approve(self) -> None:
+        self.stage = "approved"
+
+
+async def test_search_attributes_set_at_start_and_upserted(client: Client) -> None:
+    from datetime import UTC, datetime
+
+    due = datetime(2026, 12, 1, tzinfo=UTC)
+    async with Worker(client, workflows=[Ticket]):
+        for i, customer in enumerate(["c-1", "c-2", "c-1"]):
+            await client.start_workflow(
+                Ticket, id=f"t-{i}", search_attributes={"CustomerId": customer, "Due": due}
+            )
+        for i in range(3):  # each run's first task sets Stage
+            h = client.get_workflow_handle(f"t-{i}")
+            while "Stage" not in (await h.describe()).search_attributes:
+                await asyncio.sleep(0.01)
+        assert await client.count_workflows("Stage = 'triage'") == 3
+        mine = await client.list_workflows("CustomerId = 'c-1' ORDER BY StartTime ASC")
+        assert [r.workflow_id for r in mine] == ["t-0", "t-2"]
+        assert await client.count_workflows("Priority >= 2 AND Due > '2026-11-30'") == 3
+        await client.get_workflow_handle("t-0").signal(Ticket.approve)
+        await client.get_workflow_handle("t-0").result(timeout=10)
+    assert await client.count_workflows("Stage = 'done'") == 1
+    assert await client.count_workflows("CustomerId = 'c-1' AND Status = 'Running'") == 1
+    info = await client.get_workflow_handle("t-0").describe()
+    assert info.search_attributes == {"CustomerId": "c-1", "Due": due, "Stage": "done"}
+    with pytest.raises(QuerySyntaxError, match="unknown field 'Colour'.*CustomerId"):
+        await client.list_workflows("Colour = 'red'")
+    with pytest.raises(ValueError, match="search attribute 'Tags' must be"):
+        await client.start_workflow(Ticket, id="bad", search_attributes={"Tags": ["a"]})  # type: ignore[dict-item]
+
+
+async def test_cli_count(client: Client, db_url: str) -> None:
+    from click.testing import CliRunner
+
+    from duro.cli import cli
+
+    async with Worker(client, workflows=[finisher]):
+        for i in range(2):
+            await client.execute_workflow(finisher, i, id=f"n-{i}")
+    out = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        ["workflow", "count", "--query", "WorkflowType = 'finisher'", "--db", db_url],
+    )
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == "2"

@@ -103,6 +103,7 @@ def execution_json(info: ExecutionInfo, *, detail: bool = False) -> dict[str, An
         workflow_task_failure=info.workflow_task_failure,
         build_ids=info.build_ids,
         pinned_build_id=info.pinned_build_id,
+        search_attributes={k: str(v) for k, v in info.search_attributes.items()},
         parent_workflow_id=info.parent_workflow_id,
         parent_run_id=info.parent_run_id,
         children=[
@@ -172,6 +173,11 @@ def describe_view(info: ExecutionInfo) -> RenderableType:
         fields.add_row(
             "Children",
             Text(", ".join(f"{wid} ({status.value})" for wid, _, status in info.children)),
+        )
+    if info.search_attributes:
+        fields.add_row(
+            "Search attrs",
+            Text(", ".join(f"{k}={v!r}" for k, v in info.search_attributes.items())),
         )
     if info.build_ids:
         pinned = f" (pinned to {info.pinned_build_id})" if info.pinned_build_id else ""

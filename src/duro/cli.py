@@ -373,6 +373,18 @@ def list_cmd(
         _echo_rich(render.executions_table(infos))
 
 
+@workflow.command("count")
+@click.option("--query", metavar="QUERY", help="Visibility query (default: all runs).")
+@connection_options
+def count_cmd(conn: Connection, query: str | None) -> None:
+    """Count the runs a visibility query matches."""
+
+    async def action(client: Client) -> int:
+        return await client.count_workflows(query)
+
+    click.echo(str(_run(conn, action)))
+
+
 @workflow.command("describe")
 @click.argument("workflow_id", metavar="ID")
 @run_id_option

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from duro import search_attributes as sa
 from duro.converter import (
     failure_from_dict,
     failure_to_dict,
@@ -39,6 +40,7 @@ from duro.errors import (
     WorkflowFailureError,
 )
 from duro.history import Event, RunStatus
+from duro.search_attributes import SearchAttributeValue
 from duro.store import Store, open_store
 from duro.store.protocol import (
     ExecutionInfo,
@@ -110,6 +112,7 @@ class Client:
         start_signal: tuple[Callable[..., Any] | str, Sequence[Any]] | None = None,
         execution_timeout: timedelta | None = None,
         run_timeout: timedelta | None = None,
+        search_attributes: dict[str, SearchAttributeValue] | None = None,
     ) -> WorkflowHandle:
         """Start a run and return its handle (the run proceeds on a worker).
 
@@ -123,6 +126,8 @@ class Client:
             request_id: Retrying a start with the same request id returns the same run.
             start_signal: Signal-with-start: ``(signal, args)`` sent in the same transaction,
                 to the new run or (with ``USE_EXISTING``) to the running one.
+            search_attributes: Typed values to find the run by (``list_workflows("Customer =
+                'c-42'")``); str, int, float, bool or datetime.
             execution_timeout: Limit for the whole workflow, continue-as-new runs included;
                 past it the run closes as ``TimedOut``. Default: none.
             run_timeout: Limit for each run. Default: none.
@@ -150,6 +155,7 @@ class Client:
                 memo=memo or {},
                 request_id=request_id,
                 signal=signal,
+                search_attributes=sa.encode_all(search_attributes or {}),
                 execution_timeout=execution_timeout.total_seconds() if execution_timeout else None,
                 run_timeout=run_timeout.total_seconds() if run_timeout else None,
             ),
@@ -278,6 +284,12 @@ class Client:
         """A handle to an existing workflow (its current run unless ``run_id`` is given)."""
         return WorkflowHandle(
             self, workflow_id, run_id, result_type=result_type, pinned=run_id is not None
+        )
+
+    async def count_workflows(self, query: str | None = None) -> int:
+        """How many runs of this namespace the visibility query matches."""
+        return await self.store.count_workflows(
+            self.namespace, parse_query(query) if query else None
         )
 
     async def list_workflows(

@@ -185,6 +185,20 @@ class StartChildWorkflow:
 
 
 @dataclass(frozen=True, slots=True)
+class UpsertSearchAttributes:
+    attributes: dict[str, Any]
+    """Encoded values (``duro.search_attributes.encode``); None removes one."""
+
+    event_type = EventType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+
+    def attrs(self) -> dict[str, Any]:
+        return {"search_attributes": self.attributes}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type,)
+
+
+@dataclass(frozen=True, slots=True)
 class SignalExternalWorkflow:
     seq: int
     workflow_id: str
@@ -249,6 +263,7 @@ Command = (
     | StartChildWorkflow
     | SignalExternalWorkflow
     | RequestCancelExternalWorkflow
+    | UpsertSearchAttributes
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
@@ -298,6 +313,7 @@ _COMMAND_NAMES = {
     EventType.MARKER_RECORDED: "RecordMarker",
     EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: "CompleteUpdate",
     EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: "StartChildWorkflow",
+    EventType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: "UpsertSearchAttributes",
     EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "SignalExternalWorkflow",
     EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "RequestCancelExternal",
     EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",

@@ -40,6 +40,7 @@ class EventType(enum.StrEnum):
     WORKFLOW_EXECUTION_TERMINATED = "WorkflowExecutionTerminated"
     WORKFLOW_EXECUTION_CONTINUED_AS_NEW = "WorkflowExecutionContinuedAsNew"
     WORKFLOW_EXECUTION_TIMED_OUT = "WorkflowExecutionTimedOut"
+    UPSERT_WORKFLOW_SEARCH_ATTRIBUTES = "UpsertWorkflowSearchAttributes"
     START_CHILD_WORKFLOW_EXECUTION_INITIATED = "StartChildWorkflowExecutionInitiated"
     START_CHILD_WORKFLOW_EXECUTION_FAILED = "StartChildWorkflowExecutionFailed"
     CHILD_WORKFLOW_EXECUTION_STARTED = "ChildWorkflowExecutionStarted"
@@ -65,6 +66,7 @@ COMMAND_EVENTS = frozenset(
         EventType.TIMER_CANCELED,
         EventType.MARKER_RECORDED,
         EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+        EventType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
         EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
         EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
         EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED,

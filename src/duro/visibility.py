@@ -1,9 +1,11 @@
 """The visibility query language: find runs by type, status, ids and times.
 
 Example: ``WorkflowType = 'Agent' AND Status = 'Running' AND StartTime > '2026-01-01'
-ORDER BY StartTime DESC``. Conditions combine with ``AND``, ``OR``, ``NOT`` and parentheses;
-values are single-quoted strings (times as ISO 8601) or numbers. The parser (lark, an LALR
-grammar) produces a small, store-neutral tree; each store turns it into its own SQL.
+AND CustomerId = 'c-42' ORDER BY StartTime DESC``. Names other than the built-in fields are
+search attributes (``start_workflow(search_attributes=...)``,
+``workflow.upsert_search_attributes``). Conditions combine with ``AND``, ``OR``, ``NOT`` and
+parentheses; values are single-quoted strings (times as ISO 8601) or numbers. The parser
+(lark, an LALR grammar) produces a small, store-neutral tree; each store turns it into SQL.
 
 A bad query raises ``QuerySyntaxError`` naming the position and what was expected.
 """
@@ -72,6 +74,8 @@ class Compare:
     op: str
     value: Any
     """Converted: a RunStatus value string for Status, epoch seconds for times."""
+    custom: bool = False
+    """A search attribute (set at start or by ``workflow.upsert_search_attributes``)."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +142,22 @@ def _field(name: str) -> str:
     raise QuerySyntaxError(f"unknown field {name!r}; fields: {', '.join(FIELDS)}")
 
 
+def _builtin(name: str) -> str | None:
+    return next((known for known in FIELDS if known.lower() == name.lower()), None)
+
+
 def _condition(node: Any) -> Condition:
     if not isinstance(node, lark.Tree):
         raise QuerySyntaxError(f"unexpected {node!r} in query")
     if node.data == "comparison":
         name, op, value = node.children
-        return _compare(_field(str(name)), str(op), value)
+        builtin = _builtin(str(name))
+        if builtin is None:  # a search attribute; the store checks that it exists
+            assert isinstance(value, lark.Tree)
+            raw = str(value.children[0])
+            literal = raw[1:-1].replace("\\'", "'") if value.data == "string" else float(raw)
+            return Compare(str(name), str(op), literal, custom=True)
+        return _compare(builtin, str(op), value)
     if node.data == "and_expr":
         return And(tuple(_condition(c) for c in node.children))
     if node.data == "or_expr":

@@ -51,6 +51,7 @@ from duro.runtime import context as _context
 from duro.runtime import guards as _guards
 from duro.runtime.instance import ChildWorkflowHandle, ContinueAsNewRequest, WorkflowInfo
 from duro.runtime.instance import seconds as _seconds
+from duro.search_attributes import SearchAttributeValue
 
 __all__ = [
     "ActivityHandle",
@@ -77,6 +78,7 @@ __all__ = [
     "start_child_workflow",
     "unsafe",
     "update",
+    "upsert_search_attributes",
     "uuid4",
     "wait_condition",
 ]
@@ -502,6 +504,15 @@ async def wait_condition(
         await fut
     else:
         await asyncio.wait_for(fut, seconds)
+
+
+def upsert_search_attributes(attributes: dict[str, SearchAttributeValue]) -> None:
+    """Set (None: remove) search attributes of this run, to find it with a visibility query.
+
+    Example: ``workflow.upsert_search_attributes({"Stage": "awaiting-approval"})``, then
+    ``client.list_workflows("Stage = 'awaiting-approval'")``. Recorded in history.
+    """
+    _context.current().upsert_search_attributes(dict(attributes))
 
 
 # -- versioning ---------------------------------------------------------------------------------

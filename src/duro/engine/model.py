@@ -127,6 +127,8 @@ class Transition:
     cancel_timers: list[int] = field(default_factory=list)
     delete_timer: int | None = None
     """The fired timer's seq."""
+    search_attributes: dict[str, Any] = field(default_factory=dict)
+    """Search attributes to set (or, with a None value, remove) on the run."""
     external_requests: list[Any] = field(default_factory=list)
     """Signals and cancel requests to other workflows, delivered in the same transaction."""
     start_children: list[Any] = field(default_factory=list)

@@ -55,6 +55,8 @@ class StartRequest:
     """Set when a workflow starts this run as its child."""
     parent_seq: int | None = None
     parent_close_policy: str | None = None
+    search_attributes: dict[str, Any] = field(default_factory=dict)
+    """Encoded search attributes (``duro.search_attributes.encode_all``)."""
     execution_timeout: float | None = None
     """Seconds the whole chain of runs (continue-as-new included) may take; None: no limit."""
     run_timeout: float | None = None
@@ -97,10 +99,15 @@ def start_workflow(req: StartRequest, run_id: str, now: float) -> Transition:
             "task_queue": req.task_queue,
             "args": req.args,
             "memo": req.memo,
+            "search_attributes": req.search_attributes,
         },
     )
     t = Transition(
-        append=[started], wt_state=WorkflowTaskState.SCHEDULED, wt_visible_at=now, wt_attempt=1
+        append=[started],
+        wt_state=WorkflowTaskState.SCHEDULED,
+        wt_visible_at=now,
+        wt_attempt=1,
+        search_attributes=dict(req.search_attributes),
     )
     if req.run_timeout:
         t.start_timers.append((RUN_TIMEOUT_SEQ, now + req.run_timeout))

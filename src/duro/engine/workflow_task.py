@@ -21,6 +21,7 @@ from duro.commands import (
     SignalExternalWorkflow,
     StartChildWorkflow,
     StartTimer,
+    UpsertSearchAttributes,
 )
 from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
 from duro.history import EventType, NewEvent, RunStatus
@@ -98,6 +99,8 @@ def complete_workflow_task(
             t.cancel_timers.append(command.seq)
         elif isinstance(command, RecordMarker):
             pass
+        elif isinstance(command, UpsertSearchAttributes):
+            t.search_attributes.update(command.attributes)
         elif isinstance(command, StartChildWorkflow):
             t.start_children.append(command)
         elif isinstance(command, SignalExternalWorkflow | RequestCancelExternalWorkflow):

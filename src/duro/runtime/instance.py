@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duro import commands as cmd
+from duro import search_attributes
 from duro.converter import (
     failure_from_dict,
     failure_to_dict,
@@ -697,6 +698,9 @@ class WorkflowInstance:
                 self.allowed_kinds[k] -= 1
                 if not self.allowed_kinds[k]:
                     del self.allowed_kinds[k]
+
+    def upsert_search_attributes(self, attributes: dict[str, Any]) -> None:
+        self.add_command(cmd.UpsertSearchAttributes(search_attributes.encode_all(attributes)))
 
     def record_marker(self, name: str, details: dict[str, Any]) -> None:
         self.add_command(cmd.RecordMarker(name, details))

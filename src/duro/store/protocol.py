@@ -137,6 +137,7 @@ class ExecutionInfo:
     parent_run_id: str | None = None
     children: list[tuple[str, str, RunStatus]] = field(default_factory=list)
     """``(workflow_id, run_id, status)`` of the child workflows this run started."""
+    search_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -342,6 +343,8 @@ class Store(Protocol):
     async def describe(
         self, namespace: str, workflow_id: str, run_id: str | None = None
     ) -> ExecutionInfo: ...
+
+    async def count_workflows(self, namespace: str, query: Query | None = None) -> int: ...
 
     async def list_workflows(
         self,

@@ -565,6 +565,9 @@ class SQLiteStore:
     ) -> ExecutionInfo:
         return await self._call(ops.describe_run, namespace, workflow_id, run_id, readonly=True)
 
+    async def count_workflows(self, namespace: str, query: Query | None = None) -> int:
+        return await self._call(ops.count_workflows, namespace, query, readonly=True)
+
     async def list_workflows(
         self,
         namespace: str,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from duro import search_attributes
 from duro.commands import (
     RequestCancelExternalWorkflow,
     SignalExternalWorkflow,
@@ -59,7 +60,7 @@ from duro.store.sqlite_tx import (
     run_from_row,
     workflow_lease,
 )
-from duro.visibility import And, Compare, Condition, Or, Query
+from duro.visibility import FIELDS, And, Compare, Condition, Not, Or, Query, QuerySyntaxError
 
 
 def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
@@ -885,6 +886,14 @@ def describe_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -
             (run.run_id,),
         ).fetchall()
     ]
+    info.search_attributes = {
+        r[0]: search_attributes.decode(r[1], r[2])
+        for r in conn.execute(
+            "SELECT name, str_value, num_value FROM search_attributes WHERE run_id = ? "
+            "ORDER BY name",
+            (run.run_id,),
+        ).fetchall()
+    }
     info.pending_timers = [
         (r[0], r[1])
         for r in conn.execute(
@@ -908,6 +917,13 @@ _QUERY_OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 def _where(cond: Condition, params: list[Any]) -> str:
     """SQL for a parsed visibility condition; values are always bound parameters."""
+    if isinstance(cond, Compare) and cond.custom:
+        column = "num_value" if isinstance(cond.value, float) else "str_value"
+        params += [cond.field, cond.value]
+        return (
+            "run_id IN (SELECT sa.run_id FROM search_attributes sa WHERE sa.namespace = "
+            f"executions.namespace AND sa.name = ? AND sa.{column} {_QUERY_OPS[cond.op]} ?)"
+        )
     if isinstance(cond, Compare):
         params.append(cond.value)
         return f"{_QUERY_COLUMNS[cond.field]} {_QUERY_OPS[cond.op]} ?"
@@ -916,6 +932,42 @@ def _where(cond: Condition, params: list[Any]) -> str:
     if isinstance(cond, Or):
         return "(" + " OR ".join(_where(c, params) for c in cond.parts) + ")"
     return f"NOT {_where(cond.part, params)}"
+
+
+def _custom_names(cond: Condition) -> set[str]:
+    if isinstance(cond, Compare):
+        return {cond.field} if cond.custom else set()
+    if isinstance(cond, Not):
+        return _custom_names(cond.part)
+    return set().union(*(_custom_names(c) for c in cond.parts))
+
+
+def _check_attribute_names(tx: Tx, namespace: str, cond: Condition) -> None:
+    """A name that is neither a field nor a search attribute in use is most likely a typo."""
+    names = _custom_names(cond)
+    if not names:
+        return
+    known = {
+        r[0]
+        for r in tx.conn.execute(
+            "SELECT DISTINCT name FROM search_attributes WHERE namespace = ?", (namespace,)
+        ).fetchall()
+    }
+    unknown = sorted(names - known)
+    if unknown:
+        raise QuerySyntaxError(
+            f"unknown field {unknown[0]!r}: not a built-in field ({', '.join(FIELDS)}) nor a "
+            f"search attribute set in this namespace ({', '.join(sorted(known)) or 'none'})"
+        )
+
+
+def count_workflows(tx: Tx, namespace: str, query: Query | None) -> int:
+    where, params = "namespace = ?", [namespace]
+    if query is not None and query.where is not None:
+        _check_attribute_names(tx, namespace, query.where)
+        where += " AND " + _where(query.where, params)
+    row = tx.conn.execute(f"SELECT COUNT(*) FROM executions WHERE {where}", params).fetchone()
+    return int(row[0])
 
 
 def list_workflows(
@@ -941,6 +993,7 @@ def list_workflows(
     order = "start_time DESC"
     if query is not None:
         if query.where is not None:
+            _check_attribute_names(tx, namespace, query.where)
             where.append(_where(query.where, params))
         order = f"{_QUERY_COLUMNS[query.order_by]} {'DESC' if query.descending else 'ASC'}"
     rows = tx.conn.execute(
@@ -992,6 +1045,13 @@ def delete_runs(tx: Tx, run_ids: list[str]) -> int:
         )
         if cur.rowcount:
             deleted += 1
-            for table in ("history", "buffered_events", "tasks", "timers", "queries"):
+            for table in (
+                "history",
+                "buffered_events",
+                "tasks",
+                "timers",
+                "queries",
+                "search_attributes",
+            ):
                 tx.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
     return deleted

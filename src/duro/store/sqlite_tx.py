@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from duro import search_attributes
 from duro.converter import dumps, loads
 from duro.engine import children as child_rules
 from duro.engine import requests as request_rules
@@ -227,6 +228,8 @@ def apply_transition(
             "INSERT INTO buffered_events (run_id, type, attrs) VALUES (?, ?, ?)",
             [(run.run_id, e.type.value, dumps(e.attrs)) for e in t.buffer],
         )
+    if t.search_attributes:
+        _upsert_search_attributes(tx, run, t.search_attributes)
     for update_id, result, failure in t.completed_updates:
         _finish_update(tx, run.run_id, update_id, dumps(result), _failure_message(failure))
     if t.close is not None:
@@ -298,6 +301,22 @@ _CARRIED_OVER = (
     EventType.WORKFLOW_EXECUTION_SIGNALED,
     EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
 )
+
+
+def _upsert_search_attributes(tx: Tx, run: RunRecord, attrs: dict[str, Any]) -> None:
+    for name, value in attrs.items():
+        if value is None:
+            tx.conn.execute(
+                "DELETE FROM search_attributes WHERE run_id = ? AND name = ?", (run.run_id, name)
+            )
+            continue
+        str_value, num_value = search_attributes.columns(value)
+        tx.conn.execute(
+            "INSERT INTO search_attributes (run_id, namespace, name, str_value, num_value) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET "
+            "str_value = excluded.str_value, num_value = excluded.num_value",
+            (run.run_id, run.namespace, name, str_value, num_value),
+        )
 
 
 def _apply_parent_close_policy(tx: Tx, parent: RunRecord) -> None:
