@@ -40,6 +40,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "search_attributes": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "visibility": {"store", "engine", "runtime", "worker", "client", "workflow", "activity"},
     "replayer": {"worker", "cli", "store"},
+    "schedules": {"worker", "cli", "runtime", "workflow", "activity"},
     "retention": {"worker", "client", "cli", "runtime", "workflow", "activity"},
     "testing": {"cli"},
 }

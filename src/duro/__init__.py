@@ -22,6 +22,7 @@ from duro.errors import (
     PayloadDecodeError,
     PayloadEncodeError,
     QueryError,
+    ScheduleError,
     TimeoutError,
     UnknownHandlerError,
     UnknownWorkflowTypeError,
@@ -34,6 +35,7 @@ from duro.errors import (
 from duro.history import Event, EventType, RunStatus
 from duro.replayer import Replayer, ReplayResult
 from duro.retry import RetryPolicy
+from duro.schedules import OverlapPolicy, ScheduleHandle, ScheduleSpec
 from duro.visibility import QuerySyntaxError
 from duro.worker import Worker, WorkerStatistics
 
@@ -53,6 +55,7 @@ __all__ = [
     "IdReusePolicy",
     "NonDeterminismError",
     "NondeterministicCallError",
+    "OverlapPolicy",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "QueryError",
@@ -61,6 +64,9 @@ __all__ = [
     "Replayer",
     "RetryPolicy",
     "RunStatus",
+    "ScheduleError",
+    "ScheduleHandle",
+    "ScheduleSpec",
     "TimeoutError",
     "UnknownHandlerError",
     "UnknownWorkflowTypeError",

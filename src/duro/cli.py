@@ -19,7 +19,6 @@ stdout, never styled, so it can be piped.
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import json
 import logging
@@ -27,188 +26,38 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console, RenderableType
 
 from duro import __version__
 from duro import _cli_render as render
-from duro.client import DEFAULT_DB, Client, WorkflowHandle
+from duro.client import Client, WorkflowHandle
 from duro.definitions import activity_definition, workflow_definition
-from duro.errors import DuroError, WorkflowFailureError
+from duro.errors import WorkflowFailureError
 from duro.history import Event, RunStatus
 from duro.replayer import Replayer, ReplayResult
-from duro.store import SchemaStatus, migrate_schema, schema_status
-from duro.store.protocol import ExecutionInfo, NamespaceSettings
+from duro.store.protocol import ExecutionInfo
 from duro.worker import Worker
 
 __all__ = ["cli", "load_target", "main"]
 
-T = TypeVar("T")
-
-EXIT_FAILURE = 1
-"""The request reached duro and failed (unknown workflow, run failed, bad JSON...)."""
-EXIT_USAGE = 2
-"""The command itself is wrong (click's own usage errors, an unloadable worker target)."""
-EXIT_INTERRUPTED = 130
-"""Interrupted by Ctrl-C, as shells report it."""
-
-
-class CliError(click.ClickException):
-    """An expected failure: one line on stderr and exit code 1, never a traceback."""
-
-    exit_code = EXIT_FAILURE
-
-
-class TargetError(CliError):
-    """The worker's TARGET cannot be loaded or registers nothing: a usage error (exit 2)."""
-
-    exit_code = EXIT_USAGE
-
-
-class Interrupted(CliError):
-    """Ctrl-C while a command waited."""
-
-    exit_code = EXIT_INTERRUPTED
-
-
-# -- shared options and plumbing ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where a command's client connects: the ``--db`` URL and the ``--namespace``."""
-
-    db: str
-    namespace: str
-
-
-def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--db`` and ``--namespace`` and pass them on as one ``conn: Connection``.
-
-    On every leaf command rather than on the group, so that options can follow the command
-    (``duro workflow list --db ...``), where people type them.
-    """
-
-    @click.option(
-        "--db",
-        envvar="DURO_DB",
-        default=DEFAULT_DB,
-        show_default=True,
-        metavar="URL",
-        help="Database URL (env DURO_DB), e.g. sqlite:///path/to/duro.db.",
-    )
-    @click.option("--namespace", default="default", show_default=True, help="Namespace.")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, db: str, namespace: str, **kwargs: Any) -> Any:
-        return fn(*args, conn=Connection(db, namespace), **kwargs)
-
-    return wrapper
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (pipeable).")
-run_id_option = click.option("--run-id", help="A specific run (default: the latest run).")
-inputs_option = click.option(
-    "--input",
-    "inputs",
-    multiple=True,
-    metavar="JSON",
-    help="One argument as JSON (repeat for more), e.g. --input '\"text\"' --input 3.",
+from duro._cli_common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    Connection,
+    TargetError,
+    connection_options,
+    echo_json,
+    echo_rich,
+    inputs_option,
+    json_option,
+    parse_args,
+    redacted,
+    run_action,
+    run_id_option,
 )
-
-
-async def _connect(conn: Connection) -> Client:
-    try:
-        return await Client.connect(conn.db, namespace=conn.namespace)
-    except (ValueError, OSError, DuroError) as e:
-        raise CliError(f"cannot open database {_redacted(conn.db)!r}: {e}") from e
-
-
-def _redacted(url: str) -> str:
-    """``postgresql://app:secret@db/duro`` -> ``postgresql://app:***@db/duro``.
-
-    Database URLs end up in terminals and logs (the worker's banner, error messages).
-    """
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    if not (sep and at and ":" in userinfo):
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
-
-
-def _run(conn: Connection, action: Callable[[Client], Awaitable[T]]) -> T:
-    """Connect, await ``action(client)``, close; turn expected errors into ``CliError``.
-
-    ``DuroError`` and ``TimeoutError`` are the errors duro raises on purpose; anything else is
-    a bug and keeps its traceback.
-    """
-
-    async def main() -> T:
-        client = await _connect(conn)
-        try:
-            return await action(client)
-        finally:
-            await client.close()
-
-    try:
-        return asyncio.run(main())
-    except (DuroError, TimeoutError) as e:
-        raise CliError(str(e)) from e
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted") from None
-
-
-def _parse_json(text: str, option: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CliError(
-            f"{option} {text!r} is not valid JSON ({e.msg}); "
-            f"strings need JSON quotes, e.g. {option} '\"text\"'"
-        ) from None
-
-
-def _parse_args(inputs: tuple[str, ...], args_json: str | None = None) -> list[Any]:
-    """The call's arguments: one JSON value per ``--input``, or one JSON list in ``--args``."""
-    if args_json is not None:
-        if inputs:
-            raise click.UsageError("give the arguments with --input or with --args, not both")
-        value = _parse_json(args_json, "--args")
-        if not isinstance(value, list):
-            raise CliError(f"--args must be a JSON list, got {render.compact(value)}")
-        return value
-    return [_parse_json(text, "--input") for text in inputs]
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
-
-
-PIPE_WIDTH = 160
-"""Width of tables written to a pipe or file (no terminal to ask): wide enough that a row
-stays one line for ``grep``, unless ``$COLUMNS`` says otherwise."""
-
-
-def _echo_rich(renderable: RenderableType) -> None:
-    # A new console each time: it writes to whatever sys.stdout is now (CliRunner swaps it), and
-    # rich drops colours by itself when stdout is not a terminal.
-    console = Console(highlight=False)
-    if console.is_terminal:
-        console.print(renderable)
-        return
-    if "COLUMNS" not in os.environ:
-        console.width = PIPE_WIDTH
-    with console.capture() as captured:
-        console.print(renderable)
-    # Tables pad every cell to its column's width; trailing blanks only get in a pipe's way.
-    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
-
 
 # -- root -----------------------------------------------------------------------------------------
 
@@ -222,6 +71,16 @@ def cli() -> None:
 @cli.group()
 def workflow() -> None:
     """Start, inspect and steer workflow runs."""
+
+
+def _register_admin() -> None:
+    from duro._cli_admin import db, namespace, schedule
+
+    for group in (db, namespace, schedule):
+        cli.add_command(group)
+
+
+_register_admin()
 
 
 def main() -> None:
@@ -254,7 +113,7 @@ def start_cmd(
     as_json: bool,
 ) -> None:
     """Start a run of workflow TYPE (its registered name)."""
-    args = _parse_args(inputs, args_json)
+    args = parse_args(inputs, args_json)
 
     async def action(client: Client) -> tuple[str, ExecutionInfo | None]:
         handle = await client.start_workflow(
@@ -265,11 +124,11 @@ def start_cmd(
             click.echo(f"workflow id: {handle.id}\nrun id:      {handle.run_id}")
         return handle.run_id, (await _wait_closed(handle, timeout) if wait else None)
 
-    run_id, closed = _run(conn, action)
+    run_id, closed = run_action(conn, action)
     if closed is not None:
         sys.exit(_print_outcome(closed, as_json))
     if as_json:
-        _echo_json({"workflow_id": workflow_id, "run_id": run_id})
+        echo_json({"workflow_id": workflow_id, "run_id": run_id})
 
 
 @workflow.command("result")
@@ -289,7 +148,7 @@ def result_cmd(
     async def action(client: Client) -> ExecutionInfo:
         return await _wait_closed(client.get_workflow_handle(workflow_id, run_id=run_id), timeout)
 
-    sys.exit(_print_outcome(_run(conn, action), as_json))
+    sys.exit(_print_outcome(run_action(conn, action), as_json))
 
 
 async def _wait_closed(handle: WorkflowHandle, timeout: float | None) -> ExecutionInfo:
@@ -318,7 +177,7 @@ def _print_outcome(info: ExecutionInfo, as_json: bool) -> int:
             "status": info.status.value,
         }
         data.update({"result": info.result} if ok else {"failure": info.failure})
-        _echo_json(data)
+        echo_json(data)
     elif ok:
         click.echo(json.dumps(info.result, default=str, ensure_ascii=False))
     else:
@@ -364,13 +223,13 @@ def list_cmd(
             query, workflow_type=workflow_type, status=status, limit=limit
         )
 
-    infos = _run(conn, action)
+    infos = run_action(conn, action)
     if as_json:
-        _echo_json([render.execution_json(info) for info in infos])
+        echo_json([render.execution_json(info) for info in infos])
     elif not infos:
         click.echo("No workflows found.")
     else:
-        _echo_rich(render.executions_table(infos))
+        echo_rich(render.executions_table(infos))
 
 
 @workflow.command("count")
@@ -382,7 +241,7 @@ def count_cmd(conn: Connection, query: str | None) -> None:
     async def action(client: Client) -> int:
         return await client.count_workflows(query)
 
-    click.echo(str(_run(conn, action)))
+    click.echo(str(run_action(conn, action)))
 
 
 @workflow.command("describe")
@@ -400,11 +259,11 @@ def describe_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json
     async def action(client: Client) -> ExecutionInfo:
         return await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
 
-    info = _run(conn, action)
+    info = run_action(conn, action)
     if as_json:
-        _echo_json(render.execution_json(info, detail=True))
+        echo_json(render.execution_json(info, detail=True))
     else:
-        _echo_rich(render.describe_view(info))
+        echo_rich(render.describe_view(info))
 
 
 @workflow.command("show")
@@ -423,12 +282,12 @@ def show_cmd(conn: Connection, workflow_id: str, run_id: str | None, as_json: bo
         info = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
         return info, await client.store.get_history(info.run_id)
 
-    info, events = _run(conn, action)
+    info, events = run_action(conn, action)
     if as_json:
-        _echo_json(render.history_json(info.workflow_id, info.run_id, events))
+        echo_json(render.history_json(info.workflow_id, info.run_id, events))
     else:
         title = f"{info.workflow_id}  run {info.run_id}  {info.workflow_type}  {info.status.value}"
-        _echo_rich(render.history_table(events, title))
+        echo_rich(render.history_table(events, title))
 
 
 # -- workflow signal / query / cancel / terminate -------------------------------------------------
@@ -450,13 +309,13 @@ def signal_cmd(
     request_id: str | None,
 ) -> None:
     """Send signal NAME to a running workflow."""
-    args = _parse_args(inputs)
+    args = parse_args(inputs)
 
     async def action(client: Client) -> None:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         await handle.signal(name, *args, request_id=request_id)
 
-    _run(conn, action)
+    run_action(conn, action)
     click.echo(f"Signaled {name!r} to workflow {workflow_id!r}.")
 
 
@@ -479,13 +338,13 @@ def query_cmd(
 
     A worker of the run's queue answers from the run's state; history is not touched.
     """
-    args = _parse_args(inputs)
+    args = parse_args(inputs)
 
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.query(name, *args, timeout=timeout)
 
-    _echo_json(_run(conn, action))
+    echo_json(run_action(conn, action))
 
 
 @workflow.command("update")
@@ -509,13 +368,13 @@ def update_cmd(
 
     The update's validator runs first: a rejected update changes nothing and exits 1.
     """
-    args = _parse_args(inputs)
+    args = parse_args(inputs)
 
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.execute_update(name, *args, update_id=update_id, timeout=timeout)
 
-    _echo_json(_run(conn, action))
+    echo_json(run_action(conn, action))
 
 
 @workflow.command("cancel")
@@ -533,7 +392,7 @@ def cancel_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason: s
     async def action(client: Client) -> None:
         await client.get_workflow_handle(workflow_id, run_id=run_id).cancel(reason)
 
-    _run(conn, action)
+    run_action(conn, action)
     click.echo(f"Requested cancellation of workflow {workflow_id!r}.")
 
 
@@ -548,121 +407,8 @@ def terminate_cmd(conn: Connection, workflow_id: str, run_id: str | None, reason
     async def action(client: Client) -> None:
         await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
 
-    _run(conn, action)
+    run_action(conn, action)
     click.echo(f"Terminated workflow {workflow_id!r}.")
-
-
-# -- db -------------------------------------------------------------------------------------------
-
-
-@cli.group()
-def db() -> None:
-    """Inspect and migrate the database schema."""
-
-
-def _schema_json(status: SchemaStatus) -> dict[str, Any]:
-    return {
-        "current": status.current,
-        "latest": status.latest,
-        "up_to_date": status.up_to_date,
-        "applied": [
-            {"version": v, "name": n, "applied_at": render.json_time(t)}
-            for v, n, t in status.applied
-        ],
-        "pending": [{"version": v, "name": n} for v, n in status.pending],
-    }
-
-
-def _echo_schema(status: SchemaStatus) -> None:
-    for v, n, t in status.applied:
-        click.echo(f"  {v:04d} {n:30s} applied {render.human_time(t)}")
-    for v, n in status.pending:
-        click.echo(f"  {v:04d} {n:30s} pending")
-    state = "up to date" if status.up_to_date else f"{len(status.pending)} pending"
-    click.echo(f"schema version {status.current} of {status.latest} ({state})")
-
-
-@db.command("status")
-@json_option
-@connection_options
-def db_status(conn: Connection, as_json: bool) -> None:
-    """Show applied and pending schema migrations (changes nothing)."""
-    try:
-        status = asyncio.run(schema_status(conn.db))
-    except (DuroError, ValueError) as e:
-        raise CliError(f"cannot read the schema of {_redacted(conn.db)!r}: {e}") from e
-    if as_json:
-        _echo_json(_schema_json(status))
-    else:
-        _echo_schema(status)
-    if status.current > status.latest:
-        raise CliError(
-            f"the database schema ({status.current}) is newer than this duro ({status.latest}): "
-            "upgrade duro"
-        )
-
-
-@db.command("migrate")
-@json_option
-@connection_options
-def db_migrate(conn: Connection, as_json: bool) -> None:
-    """Apply pending schema migrations (opening a store also does this)."""
-    try:
-        status = asyncio.run(migrate_schema(conn.db))
-    except (DuroError, ValueError) as e:
-        raise CliError(f"cannot migrate {_redacted(conn.db)!r}: {e}") from e
-    if as_json:
-        _echo_json(_schema_json(status))
-    else:
-        _echo_schema(status)
-
-
-# -- namespace ------------------------------------------------------------------------------------
-
-
-@cli.group()
-def namespace() -> None:
-    """Per-namespace settings: retention of closed runs."""
-
-
-def _settings_json(settings: NamespaceSettings) -> dict[str, Any]:
-    return {
-        "namespace": settings.namespace,
-        "retention_days": settings.retention_seconds / 86400,
-        "archive_dir": settings.archive_dir,
-    }
-
-
-@namespace.command("describe")
-@json_option
-@connection_options
-def namespace_describe(conn: Connection, as_json: bool) -> None:
-    """Show the namespace's retention period and archive directory."""
-
-    async def action(client: Client) -> NamespaceSettings:
-        return await client.namespace_settings()
-
-    data = _settings_json(_run(conn, action))
-    if as_json:
-        _echo_json(data)
-    else:
-        click.echo(
-            f"namespace {data['namespace']}: closed runs kept {data['retention_days']:g} days"
-            + (f", archived to {data['archive_dir']}" if data["archive_dir"] else "")
-        )
-
-
-@namespace.command("set")
-@click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), required=True)
-@click.option("--archive-dir", metavar="DIR", help="Export closed runs here before deleting.")
-@connection_options
-def namespace_set(conn: Connection, retention_days: float, archive_dir: str | None) -> None:
-    """Set how long closed runs are kept (workers delete them afterwards)."""
-
-    async def action(client: Client) -> NamespaceSettings:
-        return await client.set_retention(timedelta(days=retention_days), archive_dir=archive_dir)
-
-    _echo_json(_settings_json(_run(conn, action)))
 
 
 # -- replay ---------------------------------------------------------------------------------------
@@ -705,10 +451,10 @@ def replay_cmd(
         async def action(client: Client) -> list[ReplayResult]:
             return await replayer.replay_store(client, query, limit=limit)
 
-        results += _run(conn, action)
+        results += run_action(conn, action)
     failed = [r for r in results if not r.ok]
     if as_json:
-        _echo_json(
+        echo_json(
             [
                 {
                     "workflow_id": r.workflow_id,
@@ -786,11 +532,11 @@ def worker_cmd(
         names = [_registered_name(x) for x in [*workflows, *activities]]
         click.echo(
             f"duro worker {worker.identity} polling queue {task_queue!r} of namespace "
-            f"{conn.namespace!r} ({_redacted(client.store.url)}): {', '.join(names)}"
+            f"{conn.namespace!r} ({redacted(client.store.url)}): {', '.join(names)}"
         )
         return await _serve(worker)
 
-    sys.exit(_run(conn, action))
+    sys.exit(run_action(conn, action))
 
 
 async def _serve(worker: Worker) -> int:

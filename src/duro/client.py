@@ -30,6 +30,7 @@ from duro.converter import (
     to_payloads,
 )
 from duro.definitions import handler_mark, workflow_definition
+from duro.engine.schedules import OverlapPolicy, ScheduleAction, ScheduleSpec
 from duro.engine.start import IdConflictPolicy, IdReusePolicy, StartRequest
 from duro.errors import (
     ApplicationError,
@@ -40,12 +41,14 @@ from duro.errors import (
     WorkflowFailureError,
 )
 from duro.history import Event, RunStatus
+from duro.schedules import ScheduleHandle
 from duro.search_attributes import SearchAttributeValue
 from duro.store import Store, open_store
 from duro.store.protocol import (
     ExecutionInfo,
     NamespaceSettings,
     PendingActivityInfo,
+    ScheduleInfo,
     StartResult,
 )
 from duro.visibility import parse_query
@@ -240,6 +243,58 @@ class Client:
             result_type = signature_of(update, True).return_hint
         result = await handle._await_update(request, name, result_type, timeout)
         return handle, result
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        workflow: Any,
+        *args: Any,
+        spec: ScheduleSpec,
+        task_queue: str = "default",
+        overlap: OverlapPolicy = OverlapPolicy.SKIP,
+        catchup_window: timedelta = timedelta(days=1),
+        paused: bool = False,
+        note: str | None = None,
+    ) -> ScheduleHandle:
+        """Create a schedule that starts ``workflow(*args)`` at the times of ``spec``.
+
+        Args:
+            overlap: When the previous run is still open: ``SKIP`` (default), ``BUFFER_ONE``,
+                ``ALLOW_ALL`` or ``CANCEL_OTHER``.
+            catchup_window: Times missed for longer than this (no worker was running) are
+                skipped rather than started late. Default 1 day.
+
+        Raises:
+            ScheduleError: a schedule with this id exists.
+        """
+        defn = workflow_definition(workflow) if not isinstance(workflow, str) else None
+        if defn is None and not isinstance(workflow, str):
+            raise TypeError(f"{workflow!r} is not a workflow: decorate it with @workflow.defn")
+        workflow_type = defn.name if defn is not None else str(workflow)
+        action = ScheduleAction(
+            workflow_type,
+            to_payloads(args, what=f"argument of workflow {workflow_type!r}:"),
+            task_queue,
+        )
+        await self.store.create_schedule(
+            ScheduleInfo(
+                namespace=self.namespace,
+                schedule_id=schedule_id,
+                spec=spec,
+                action=action,
+                overlap=OverlapPolicy(overlap),
+                catchup_window=catchup_window.total_seconds(),
+                paused=paused,
+                note=note,
+            )
+        )
+        return ScheduleHandle(self, schedule_id)
+
+    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
+        return ScheduleHandle(self, schedule_id)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self.store.list_schedules(self.namespace)
 
     async def namespace_settings(self) -> NamespaceSettings:
         """This namespace's retention period and archive directory."""

@@ -17,6 +17,7 @@ The tree::
     ├── WorkflowClosedError          the run is closed and cannot take signals or cancels
     ├── UnknownWorkflowTypeError     no worker registers that workflow type
     ├── UnknownHandlerError          a signal or query name the workflow does not define
+    ├── ScheduleError                a schedule id that exists already, or that does not exist
     ├── QueryError                   the query handler raised
     ├── UpdateFailedError            an update was rejected by its validator or its handler raised
     ├── PayloadError
@@ -250,6 +251,10 @@ class UnknownHandlerError(DuroError):
         self.name = name
         self.workflow_type = workflow_type
         self.known = known
+
+
+class ScheduleError(DuroError):
+    """A schedule id that exists already (create) or that does not exist (the rest)."""
 
 
 class QueryError(DuroError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from duro.commands import Command
+from duro.engine.schedules import OverlapPolicy, ScheduleAction, ScheduleSpec
 from duro.engine.start import StartRequest
 from duro.history import Event, RunStatus
 from duro.visibility import Query
@@ -160,6 +161,29 @@ class QueryOutcome:
     done: bool
     result: Any = None
     error: str | None = None
+
+
+@dataclass(slots=True)
+class ScheduleInfo:
+    """A schedule: what it starts, when, and how its firing has gone."""
+
+    namespace: str
+    schedule_id: str
+    spec: ScheduleSpec
+    action: ScheduleAction
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catchup_window: float = 86400.0
+    """Times missed for longer than this (the system was down) are skipped. Default 1 day."""
+    paused: bool = False
+    note: str | None = None
+    next_nominal: float | None = None
+    next_fire_at: float | None = None
+    buffered_nominal: float | None = None
+    last_workflow_id: str | None = None
+    last_nominal: float | None = None
+    fired: int = 0
+    skipped: int = 0
+    created: float = 0.0
 
 
 @dataclass(slots=True)
@@ -328,6 +352,26 @@ class Store(Protocol):
     ) -> dict[str, list[str]] | None: ...
 
     async def known_workflow_types(self, namespace: str, task_queue: str) -> list[str] | None: ...
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def create_schedule(self, info: ScheduleInfo) -> None: ...
+
+    async def describe_schedule(self, namespace: str, schedule_id: str) -> ScheduleInfo: ...
+
+    async def list_schedules(self, namespace: str) -> list[ScheduleInfo]: ...
+
+    async def pause_schedule(
+        self, namespace: str, schedule_id: str, paused: bool, note: str = ""
+    ) -> None: ...
+
+    async def delete_schedule(self, namespace: str, schedule_id: str) -> None: ...
+
+    async def trigger_schedule(self, namespace: str, schedule_id: str) -> str: ...
+
+    async def backfill_schedule(
+        self, namespace: str, schedule_id: str, start: float, end: float
+    ) -> list[str]: ...
 
     # -- namespaces and retention ------------------------------------------------------------
 

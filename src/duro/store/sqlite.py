@@ -43,6 +43,7 @@ from duro.store.protocol import (
     QueryOutcome,
     QueryTask,
     ReapResult,
+    ScheduleInfo,
     StartResult,
     WorkflowTaskCompletion,
     WorkflowTaskLease,
@@ -543,6 +544,33 @@ class SQLiteStore:
 
     async def known_workflow_types(self, namespace: str, task_queue: str) -> list[str] | None:
         return await self._call(ops.known_types, namespace, task_queue, readonly=True)
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def create_schedule(self, info: ScheduleInfo) -> None:
+        await self._call(ops.create_schedule, info)
+
+    async def describe_schedule(self, namespace: str, schedule_id: str) -> ScheduleInfo:
+        return await self._call(ops.describe_schedule, namespace, schedule_id, readonly=True)
+
+    async def list_schedules(self, namespace: str) -> list[ScheduleInfo]:
+        return await self._call(ops.list_schedules, namespace, readonly=True)
+
+    async def pause_schedule(
+        self, namespace: str, schedule_id: str, paused: bool, note: str = ""
+    ) -> None:
+        await self._call(ops.pause_schedule, namespace, schedule_id, paused, note)
+
+    async def delete_schedule(self, namespace: str, schedule_id: str) -> None:
+        await self._call(ops.delete_schedule, namespace, schedule_id)
+
+    async def trigger_schedule(self, namespace: str, schedule_id: str) -> str:
+        return await self._call(ops.trigger_schedule, namespace, schedule_id)
+
+    async def backfill_schedule(
+        self, namespace: str, schedule_id: str, start: float, end: float
+    ) -> list[str]:
+        return await self._call(ops.backfill_schedule, namespace, schedule_id, start, end)
 
     # -- namespaces and retention ------------------------------------------------------------
 

@@ -21,13 +21,15 @@ from duro.converter import dumps, loads
 from duro.engine import activity as activity_rules
 from duro.engine import children as child_rules
 from duro.engine import requests as request_rules
+from duro.engine import schedules as sched
 from duro.engine import start as start_rules
 from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
 from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
-from duro.engine.start import StartDecision, StartRequest
+from duro.engine.start import IdReusePolicy, StartDecision, StartRequest
 from duro.errors import (
     LeaseLostError,
+    ScheduleError,
     WorkflowAlreadyStartedError,
     WorkflowClosedError,
     WorkflowNotFoundError,
@@ -42,6 +44,7 @@ from duro.store.protocol import (
     QueryOutcome,
     QueryTask,
     ReapResult,
+    ScheduleInfo,
     StartResult,
     WorkflowTaskCompletion,
     WorkflowTaskLease,
@@ -530,6 +533,7 @@ def fire_due_timers(tx: Tx, limit: int) -> int:
     for run_id, seq in rows:
         run = load_run(conn, run_id)
         apply_transition(tx, run, timer_rules.fire_timer(run, seq, now))
+    fired_schedules = fire_due_schedules(tx)
     # Activity retries whose backoff ended are due work too: wake the activity pollers.
     due = conn.execute(
         "SELECT DISTINCT namespace, task_queue FROM tasks WHERE kind = 'activity' "
@@ -545,7 +549,7 @@ def fire_due_timers(tx: Tx, limit: int) -> int:
     ).fetchall()
     for ns, q in wdue:
         tx.notes.add(("workflow", ns, q))
-    return len(rows)
+    return len(rows) + fired_schedules
 
 
 def next_timer_time(tx: Tx) -> float | None:
@@ -558,7 +562,8 @@ def next_timer_time(tx: Tx) -> float | None:
     t3 = tx.conn.execute(
         "SELECT MIN(sticky_until) FROM tasks WHERE lease_id IS NULL AND sticky_until > ?", (now,)
     ).fetchone()[0]
-    candidates = [t for t in (t1, t2, t3) if t is not None]
+    t4 = tx.conn.execute("SELECT MIN(next_fire_at) FROM schedules WHERE paused = 0").fetchone()[0]
+    candidates = [t for t in (t1, t2, t3, t4) if t is not None]
     return min(candidates) if candidates else None
 
 
@@ -574,7 +579,10 @@ def pending_work(tx: Tx) -> tuple[int, float | None]:
         "SELECT COUNT(*) FROM tasks WHERE lease_id IS NOT NULL OR visible_at <= ?", (now,)
     ).fetchone()[0]
     timers = tx.conn.execute("SELECT COUNT(*) FROM timers WHERE fire_at <= ?", (now,)).fetchone()[0]
-    return int(tasks) + int(timers), next_timer_time(tx)
+    schedules = tx.conn.execute(
+        "SELECT COUNT(*) FROM schedules WHERE paused = 0 AND next_fire_at <= ?", (now,)
+    ).fetchone()[0]
+    return int(tasks) + int(timers) + int(schedules), next_timer_time(tx)
 
 
 def submit_query(
@@ -934,6 +942,10 @@ def _where(cond: Condition, params: list[Any]) -> str:
     return f"NOT {_where(cond.part, params)}"
 
 
+SYSTEM_SEARCH_ATTRIBUTES = frozenset({"ScheduleId"})
+"""Attributes duro sets itself: always queryable, even before any run has one."""
+
+
 def _custom_names(cond: Condition) -> set[str]:
     if isinstance(cond, Compare):
         return {cond.field} if cond.custom else set()
@@ -947,7 +959,7 @@ def _check_attribute_names(tx: Tx, namespace: str, cond: Condition) -> None:
     names = _custom_names(cond)
     if not names:
         return
-    known = {
+    known = SYSTEM_SEARCH_ATTRIBUTES | {
         r[0]
         for r in tx.conn.execute(
             "SELECT DISTINCT name FROM search_attributes WHERE namespace = ?", (namespace,)
@@ -1055,3 +1067,228 @@ def delete_runs(tx: Tx, run_ids: list[str]) -> int:
             ):
                 tx.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
     return deleted
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+_SCHEDULE_COLUMNS = (
+    "namespace, schedule_id, spec, action, overlap, catchup_window, paused, note, next_nominal, "
+    "next_fire_at, buffered_nominal, last_workflow_id, last_nominal, fired, skipped, created"
+)
+
+
+def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleInfo:
+    return ScheduleInfo(
+        namespace=row[0],
+        schedule_id=row[1],
+        spec=sched.ScheduleSpec.from_dict(loads(row[2])),
+        action=sched.ScheduleAction.from_dict(loads(row[3])),
+        overlap=sched.OverlapPolicy(row[4]),
+        catchup_window=row[5],
+        paused=bool(row[6]),
+        note=row[7],
+        next_nominal=row[8],
+        next_fire_at=row[9],
+        buffered_nominal=row[10],
+        last_workflow_id=row[11],
+        last_nominal=row[12],
+        fired=row[13],
+        skipped=row[14],
+        created=row[15],
+    )
+
+
+def _load_schedule(tx: Tx, namespace: str, schedule_id: str) -> ScheduleInfo:
+    row = tx.conn.execute(
+        f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ? AND schedule_id = ?",
+        (namespace, schedule_id),
+    ).fetchone()
+    if row is None:
+        raise ScheduleError(f"schedule {schedule_id!r} not found in namespace {namespace!r}")
+    return _schedule_from_row(row)
+
+
+def _next_times(info: ScheduleInfo, after: float) -> tuple[float | None, float | None]:
+    nominal = sched.next_after(info.spec, after)
+    if nominal is None:
+        return None, None
+    return nominal, nominal + sched.jitter_delay(info.schedule_id, nominal, info.spec.jitter)
+
+
+def create_schedule(tx: Tx, info: ScheduleInfo) -> None:
+    exists = tx.conn.execute(
+        "SELECT 1 FROM schedules WHERE namespace = ? AND schedule_id = ?",
+        (info.namespace, info.schedule_id),
+    ).fetchone()
+    if exists:
+        raise ScheduleError(f"schedule {info.schedule_id!r} already exists")
+    nominal, fire_at = _next_times(info, tx.now)
+    tx.conn.execute(
+        f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 0, 0, ?)",
+        (
+            info.namespace,
+            info.schedule_id,
+            dumps(info.spec.to_dict()),
+            dumps(info.action.to_dict()),
+            info.overlap.value,
+            info.catchup_window,
+            int(info.paused),
+            info.note,
+            nominal,
+            fire_at,
+            tx.now,
+        ),
+    )
+    tx.notes.add("timer")
+
+
+def describe_schedule(tx: Tx, namespace: str, schedule_id: str) -> ScheduleInfo:
+    return _load_schedule(tx, namespace, schedule_id)
+
+
+def list_schedules(tx: Tx, namespace: str) -> list[ScheduleInfo]:
+    rows = tx.conn.execute(
+        f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ? ORDER BY schedule_id",
+        (namespace,),
+    ).fetchall()
+    return [_schedule_from_row(r) for r in rows]
+
+
+def pause_schedule(tx: Tx, namespace: str, schedule_id: str, paused: bool, note: str) -> None:
+    info = _load_schedule(tx, namespace, schedule_id)
+    nominal, fire_at = info.next_nominal, info.next_fire_at
+    if not paused and info.paused:
+        nominal, fire_at = _next_times(info, tx.now)  # times missed while paused are skipped
+    tx.conn.execute(
+        "UPDATE schedules SET paused = ?, note = ?, next_nominal = ?, next_fire_at = ? "
+        "WHERE namespace = ? AND schedule_id = ?",
+        (int(paused), note, nominal, fire_at, namespace, schedule_id),
+    )
+    tx.notes.add("timer")
+
+
+def delete_schedule(tx: Tx, namespace: str, schedule_id: str) -> None:
+    _load_schedule(tx, namespace, schedule_id)
+    tx.conn.execute(
+        "DELETE FROM schedules WHERE namespace = ? AND schedule_id = ?", (namespace, schedule_id)
+    )
+
+
+def trigger_schedule(tx: Tx, namespace: str, schedule_id: str) -> str:
+    """Start the schedule's workflow now, outside its times; returns the workflow id."""
+    info = _load_schedule(tx, namespace, schedule_id)
+    return _start_scheduled(tx, info, tx.now) or ""
+
+
+def backfill_schedule(
+    tx: Tx, namespace: str, schedule_id: str, start: float, end: float
+) -> list[str]:
+    """Start the runs of every nominal time in ``[start, end]`` not started already."""
+    info = _load_schedule(tx, namespace, schedule_id)
+    started = []
+    for nominal in sched.occurrences(info.spec, start, end):
+        workflow_id = _start_scheduled(tx, info, nominal)
+        if workflow_id:
+            started.append(workflow_id)
+    return started
+
+
+def _start_scheduled(tx: Tx, info: ScheduleInfo, nominal: float) -> str | None:
+    """Start the run of one nominal time; None if that time's run exists (never twice)."""
+    action = info.action
+    req = StartRequest(
+        namespace=info.namespace,
+        workflow_id=sched.workflow_id_for(info.schedule_id, nominal),
+        workflow_type=action.workflow_type,
+        task_queue=action.task_queue,
+        args=action.args,
+        request_id=f"schedule:{info.schedule_id}:{nominal!r}",
+        search_attributes={"ScheduleId": info.schedule_id},
+        id_reuse_policy=IdReusePolicy.REJECT_DUPLICATE,  # a time's id never runs twice
+    )
+    tx.conn.execute("SAVEPOINT scheduled")
+    try:
+        result = _start(tx, req)
+    except WorkflowAlreadyStartedError:
+        tx.conn.execute("ROLLBACK TO scheduled")
+        tx.conn.execute("RELEASE scheduled")
+        return None
+    tx.conn.execute("RELEASE scheduled")
+    if not result.started:
+        return None
+    tx.conn.execute(
+        "UPDATE schedules SET last_workflow_id = ?, last_nominal = ?, fired = fired + 1 "
+        "WHERE namespace = ? AND schedule_id = ?",
+        (req.workflow_id, nominal, info.namespace, info.schedule_id),
+    )
+    info.last_workflow_id, info.last_nominal = req.workflow_id, nominal
+    return req.workflow_id
+
+
+def _previous_open(tx: Tx, info: ScheduleInfo) -> RunRecord | None:
+    if info.last_workflow_id is None:
+        return None
+    row = tx.conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
+        "AND is_current = 1 AND status = 'Running'",
+        (info.namespace, info.last_workflow_id),
+    ).fetchone()
+    return run_from_row(row) if row else None
+
+
+def fire_due_schedules(tx: Tx, limit: int = 100) -> int:
+    """Fire every due nominal time (and buffered ones whose open run closed)."""
+    now = tx.now
+    rows = tx.conn.execute(
+        f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND "
+        "(next_fire_at <= ? OR buffered_nominal IS NOT NULL) LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    fired = 0
+    for row in rows:
+        info = _schedule_from_row(row)
+        if info.buffered_nominal is not None and _previous_open(tx, info) is None:
+            if _start_scheduled(tx, info, info.buffered_nominal):
+                fired += 1
+            info.buffered_nominal = None
+        steps = 0
+        while (
+            info.next_nominal is not None
+            and info.next_fire_at is not None
+            and info.next_fire_at <= now
+            and steps < limit
+        ):
+            steps += 1
+            nominal = info.next_nominal
+            if nominal < now - info.catchup_window:
+                info.skipped += 1  # missed too long ago (the system was down)
+            else:
+                previous = _previous_open(tx, info)
+                decision = sched.decide_fire(info.overlap, previous is not None)
+                if decision == sched.FireAction.CANCEL_AND_START and previous is not None:
+                    reason = f"schedule {info.schedule_id} started a newer run"
+                    apply_transition(
+                        tx, previous, request_rules.request_cancel(previous, reason, now)
+                    )
+                if decision in (sched.FireAction.START, sched.FireAction.CANCEL_AND_START):
+                    if _start_scheduled(tx, info, nominal):
+                        fired += 1
+                elif decision == sched.FireAction.BUFFER and info.buffered_nominal is None:
+                    info.buffered_nominal = nominal
+                else:
+                    info.skipped += 1
+            info.next_nominal, info.next_fire_at = _next_times(info, nominal)
+        tx.conn.execute(
+            "UPDATE schedules SET next_nominal = ?, next_fire_at = ?, buffered_nominal = ?, "
+            "skipped = ? WHERE namespace = ? AND schedule_id = ?",
+            (
+                info.next_nominal,
+                info.next_fire_at,
+                info.buffered_nominal,
+                info.skipped,
+                info.namespace,
+                info.schedule_id,
+            ),
+        )
+    return fired

@@ -1,0 +1,314 @@
+"""Administrative commands: ``duro db``, ``duro schedule`` and ``duro namespace``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from duro import _cli_render as render
+from duro._cli_common import (
+    CliError,
+    Connection,
+    connection_options,
+    echo_json,
+    inputs_option,
+    json_option,
+    parse_args,
+    redacted,
+    run_action,
+)
+from duro.client import Client
+from duro.errors import DuroError
+from duro.schedules import OverlapPolicy, ScheduleSpec, upcoming
+from duro.store import SchemaStatus, migrate_schema, schema_status
+from duro.store.protocol import NamespaceSettings, ScheduleInfo
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+@click.group()
+def db() -> None:
+    """Inspect and migrate the database schema."""
+
+
+def _schema_json(status: SchemaStatus) -> dict[str, Any]:
+    return {
+        "current": status.current,
+        "latest": status.latest,
+        "up_to_date": status.up_to_date,
+        "applied": [
+            {"version": v, "name": n, "applied_at": render.json_time(t)}
+            for v, n, t in status.applied
+        ],
+        "pending": [{"version": v, "name": n} for v, n in status.pending],
+    }
+
+
+def _echo_schema(status: SchemaStatus) -> None:
+    for v, n, t in status.applied:
+        click.echo(f"  {v:04d} {n:30s} applied {render.human_time(t)}")
+    for v, n in status.pending:
+        click.echo(f"  {v:04d} {n:30s} pending")
+    state = "up to date" if status.up_to_date else f"{len(status.pending)} pending"
+    click.echo(f"schema version {status.current} of {status.latest} ({state})")
+
+
+@db.command("status")
+@json_option
+@connection_options
+def db_status(conn: Connection, as_json: bool) -> None:
+    """Show applied and pending schema migrations (changes nothing)."""
+    try:
+        status = asyncio.run(schema_status(conn.db))
+    except (DuroError, ValueError) as e:
+        raise CliError(f"cannot read the schema of {redacted(conn.db)!r}: {e}") from e
+    if as_json:
+        echo_json(_schema_json(status))
+    else:
+        _echo_schema(status)
+    if status.current > status.latest:
+        raise CliError(
+            f"the database schema ({status.current}) is newer than this duro ({status.latest}): "
+            "upgrade duro"
+        )
+
+
+@db.command("migrate")
+@json_option
+@connection_options
+def db_migrate(conn: Connection, as_json: bool) -> None:
+    """Apply pending schema migrations (opening a store also does this)."""
+    try:
+        status = asyncio.run(migrate_schema(conn.db))
+    except (DuroError, ValueError) as e:
+        raise CliError(f"cannot migrate {redacted(conn.db)!r}: {e}") from e
+    if as_json:
+        echo_json(_schema_json(status))
+    else:
+        _echo_schema(status)
+
+
+# -- schedule -------------------------------------------------------------------------------------
+
+
+@click.group()
+def schedule() -> None:
+    """Recurring workflow starts: create, list, describe, pause, trigger, backfill, delete."""
+
+
+def _schedule_json(info: ScheduleInfo) -> dict[str, Any]:
+    return {
+        "schedule_id": info.schedule_id,
+        "workflow_type": info.action.workflow_type,
+        "task_queue": info.action.task_queue,
+        "args": info.action.args,
+        "spec": info.spec.to_dict(),
+        "overlap": info.overlap.value,
+        "paused": info.paused,
+        "note": info.note,
+        "next_runs": [render.json_time(t) for t in upcoming(info)],
+        "last_workflow_id": info.last_workflow_id,
+        "fired": info.fired,
+        "skipped": info.skipped,
+    }
+
+
+def _parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise CliError(f"bad duration {text!r}: use e.g. 30s, 15m, 2h or 1d") from None
+
+
+@schedule.command("create")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--workflow", "workflow_type", required=True, help="Workflow type to start.")
+@click.option("--cron", multiple=True, help="Cron expression (repeatable), e.g. '0 9 * * 1-5'.")
+@click.option("--every", metavar="DURATION", help="Fixed interval, e.g. 15m.")
+@click.option("--timezone", default="UTC", show_default=True, help="Time zone of --cron.")
+@click.option("--jitter", metavar="DURATION", help="Delay each start by up to this.")
+@click.option(
+    "--overlap",
+    type=click.Choice([p.value for p in OverlapPolicy]),
+    default=OverlapPolicy.SKIP.value,
+    show_default=True,
+)
+@click.option("--task-queue", default="default", show_default=True)
+@inputs_option
+@connection_options
+def schedule_create(
+    conn: Connection,
+    schedule_id: str,
+    workflow_type: str,
+    cron: tuple[str, ...],
+    every: str | None,
+    timezone: str,
+    jitter: str | None,
+    overlap: str,
+    task_queue: str,
+    inputs: tuple[str, ...],
+) -> None:
+    """Create schedule ID that starts --workflow at --cron times and/or --every interval."""
+    try:
+        spec = ScheduleSpec(
+            cron=cron,
+            interval=_parse_duration(every) if every else None,
+            timezone=timezone,
+            jitter=_parse_duration(jitter) if jitter else 0.0,
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    args = parse_args(inputs)
+
+    async def action(client: Client) -> ScheduleInfo:
+        handle = await client.create_schedule(
+            schedule_id,
+            workflow_type,
+            *args,
+            spec=spec,
+            task_queue=task_queue,
+            overlap=OverlapPolicy(overlap),
+        )
+        return await handle.describe()
+
+    echo_json(_schedule_json(run_action(conn, action)))
+
+
+@schedule.command("list")
+@json_option
+@connection_options
+def schedule_list(conn: Connection, as_json: bool) -> None:
+    """List the namespace's schedules."""
+
+    async def action(client: Client) -> list[ScheduleInfo]:
+        return await client.list_schedules()
+
+    infos = run_action(conn, action)
+    if as_json:
+        echo_json([_schedule_json(i) for i in infos])
+        return
+    if not infos:
+        click.echo("No schedules.")
+    for i in infos:
+        nxt = upcoming(i, 1)
+        when = render.human_time(nxt[0]) if nxt else ("paused" if i.paused else "ended")
+        click.echo(
+            f"{i.schedule_id}: {i.action.workflow_type} next {when}, fired {i.fired}, "
+            f"skipped {i.skipped}"
+        )
+
+
+@schedule.command("describe")
+@click.argument("schedule_id", metavar="ID")
+@connection_options
+def schedule_describe(conn: Connection, schedule_id: str) -> None:
+    """Show a schedule: its spec, policy, next times and counts."""
+
+    async def action(client: Client) -> ScheduleInfo:
+        return await client.get_schedule_handle(schedule_id).describe()
+
+    echo_json(_schedule_json(run_action(conn, action)))
+
+
+def _schedule_op(name: str, help_text: str) -> None:
+    @schedule.command(name, help=help_text)
+    @click.argument("schedule_id", metavar="ID")
+    @click.option("--note", default="", help="Why (pause / unpause).")
+    @connection_options
+    def command(conn: Connection, schedule_id: str, note: str) -> None:
+        async def action(client: Client) -> str:
+            handle = client.get_schedule_handle(schedule_id)
+            if name == "pause":
+                await handle.pause(note)
+            elif name == "unpause":
+                await handle.unpause(note)
+            elif name == "trigger":
+                return await handle.trigger()
+            else:
+                await handle.delete()
+            return ""
+
+        out = run_action(conn, action)
+        click.echo(out or f"{name}: {schedule_id}")
+
+
+_schedule_op("pause", "Stop firing until unpause; times passed meanwhile are skipped.")
+_schedule_op("unpause", "Resume firing from now on.")
+_schedule_op("trigger", "Start a run now, outside the schedule's times; prints its workflow id.")
+_schedule_op("delete", "Delete the schedule (runs it started are not affected).")
+
+
+@schedule.command("backfill")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--start", "start", required=True, help="ISO time, e.g. 2026-01-01T00:00:00Z.")
+@click.option("--end", "end", required=True, help="ISO time.")
+@connection_options
+def schedule_backfill(conn: Connection, schedule_id: str, start: str, end: str) -> None:
+    """Start the runs of every time in [start, end] not run already; prints their ids."""
+    try:
+        start_at = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        end_at = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise CliError(f"bad time: {e}") from None
+    start_at = start_at if start_at.tzinfo else start_at.replace(tzinfo=UTC)
+    end_at = end_at if end_at.tzinfo else end_at.replace(tzinfo=UTC)
+
+    async def action(client: Client) -> list[str]:
+        return await client.get_schedule_handle(schedule_id).backfill(start_at, end_at)
+
+    echo_json(run_action(conn, action))
+
+
+# -- namespace ------------------------------------------------------------------------------------
+
+
+@click.group()
+def namespace() -> None:
+    """Per-namespace settings: retention of closed runs."""
+
+
+def _settings_json(settings: NamespaceSettings) -> dict[str, Any]:
+    return {
+        "namespace": settings.namespace,
+        "retention_days": settings.retention_seconds / 86400,
+        "archive_dir": settings.archive_dir,
+    }
+
+
+@namespace.command("describe")
+@json_option
+@connection_options
+def namespace_describe(conn: Connection, as_json: bool) -> None:
+    """Show the namespace's retention period and archive directory."""
+
+    async def action(client: Client) -> NamespaceSettings:
+        return await client.namespace_settings()
+
+    data = _settings_json(run_action(conn, action))
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(
+            f"namespace {data['namespace']}: closed runs kept {data['retention_days']:g} days"
+            + (f", archived to {data['archive_dir']}" if data["archive_dir"] else "")
+        )
+
+
+@namespace.command("set")
+@click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), required=True)
+@click.option("--archive-dir", metavar="DIR", help="Export closed runs here before deleting.")
+@connection_options
+def namespace_set(conn: Connection, retention_days: float, archive_dir: str | None) -> None:
+    """Set how long closed runs are kept (workers delete them afterwards)."""
+
+    async def action(client: Client) -> NamespaceSettings:
+        return await client.set_retention(timedelta(days=retention_days), archive_dir=archive_dir)
+
+    echo_json(_settings_json(run_action(conn, action)))
