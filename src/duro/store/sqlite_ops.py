@@ -25,7 +25,7 @@ from duro.engine import schedules as sched
 from duro.engine import start as start_rules
 from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
-from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
+from duro.engine.model import ActivityTaskRecord, RunRecord, Transition
 from duro.engine.start import IdReusePolicy, StartDecision, StartRequest
 from duro.errors import (
     LeaseLostError,
@@ -58,6 +58,7 @@ from duro.store.sqlite_tx import (
     Tx,
     apply_transition,
     find_run,
+    insert_execution,
     load_run,
     new_id,
     run_from_row,
@@ -110,40 +111,18 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             )
         conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
     run_id = uuid.uuid4().hex
-    conn.execute(
-        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
-        "status, is_current, start_time, next_event_id, wt_state, args, memo, "
-        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
-        "execution_deadline, run_timeout) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            req.namespace,
-            req.workflow_id,
-            req.workflow_type,
-            req.task_queue,
-            now,
-            dumps(req.args),
-            dumps(req.memo),
-            req.parent_workflow_id,
-            req.parent_run_id,
-            req.parent_seq,
-            req.parent_close_policy,
-            now + req.execution_timeout if req.execution_timeout else None,
-            req.run_timeout,
-        ),
-    )
-    run = RunRecord(
+    run = insert_execution(
+        tx,
         namespace=req.namespace,
         workflow_id=req.workflow_id,
         run_id=run_id,
         workflow_type=req.workflow_type,
         task_queue=req.task_queue,
-        status=RunStatus.RUNNING,
-        next_event_id=1,
-        wt_state=WorkflowTaskState.IDLE,
-        parent_run_id=req.parent_run_id,
-        parent_seq=req.parent_seq,
+        args=req.args,
+        memo_json=dumps(req.memo),
+        parent=(req.parent_workflow_id, req.parent_run_id, req.parent_seq, req.parent_close_policy),
+        execution_deadline=now + req.execution_timeout if req.execution_timeout else None,
+        run_timeout=req.run_timeout,
     )
     apply_transition(tx, run, start_rules.start_workflow(req, run_id, now))
     if req.request_id:
@@ -725,24 +704,32 @@ def heartbeat_worker(tx: Tx, worker_id: str) -> bool:
     return cur.rowcount == 1
 
 
+def _release_leases(tx: Tx, rows: list[tuple[Any, ...]], result: ReapResult, *, lost: bool) -> None:
+    """Hand leased tasks back: workflow tasks at once; activity attempts fail (worker lost,
+    retried at once) or time out (lease expired, retried per policy)."""
+    for row in rows:
+        kind, rest = row[0], row[1:]
+        run = load_run(tx.conn, rest[1])
+        if kind == "workflow":
+            apply_transition(tx, run, wt_rules.release_workflow_task(run, tx.now))
+            result.released_workflow_tasks += 1
+            continue
+        task = _activity_record(rest)
+        rule = activity_rules.worker_lost if lost else activity_rules.expire_activity
+        apply_transition(tx, run, rule(run, task, tx.now))
+        tx.notes.add(("activity", run.namespace, run.task_queue))
+        result.released_activities += 1
+
+
 def _release_worker(tx: Tx, worker_id: str, result: ReapResult) -> None:
     """Hand every lease of ``worker_id`` to others at once and forget its sticky runs."""
-    conn, now = tx.conn, tx.now
+    conn = tx.conn
     rows = conn.execute(
         f"SELECT t.kind, {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.lease_owner = ? "
         "AND t.lease_id IS NOT NULL",
         (worker_id,),
     ).fetchall()
-    for row in rows:
-        kind, rest = row[0], row[1:]
-        run = load_run(conn, rest[1])
-        if kind == "workflow":
-            apply_transition(tx, run, wt_rules.release_workflow_task(run, now))
-            result.released_workflow_tasks += 1
-        else:
-            apply_transition(tx, run, activity_rules.worker_lost(run, _activity_record(rest), now))
-            tx.notes.add(("activity", run.namespace, run.task_queue))
-            result.released_activities += 1
+    _release_leases(tx, rows, result, lost=True)
     conn.execute("UPDATE executions SET sticky_worker = NULL WHERE sticky_worker = ?", (worker_id,))
     conn.execute(
         "UPDATE tasks SET sticky_worker = NULL, sticky_until = NULL WHERE sticky_worker = ?",
@@ -778,18 +765,7 @@ def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
         "AND t.lease_expires <= ?",
         (now,),
     ).fetchall()
-    for row in expired:
-        kind, rest = row[0], row[1:]
-        run = load_run(conn, rest[1])
-        if kind == "workflow":
-            apply_transition(tx, run, wt_rules.release_workflow_task(run, now))
-            result.released_workflow_tasks += 1
-        else:
-            apply_transition(
-                tx, run, activity_rules.expire_activity(run, _activity_record(rest), now)
-            )
-            tx.notes.add(("activity", run.namespace, run.task_queue))
-            result.released_activities += 1
+    _release_leases(tx, expired, result, lost=False)
     # Attempts no worker picked up within their schedule_to_start timeout.
     waiting = conn.execute(
         f"SELECT {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.kind = 'activity' "

@@ -335,6 +335,58 @@ def _apply_parent_close_policy(tx: Tx, parent: RunRecord) -> None:
             apply_transition(tx, child, request_rules.request_cancel(child, reason, tx.now))
 
 
+def insert_execution(
+    tx: Tx,
+    *,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    workflow_type: str,
+    task_queue: str,
+    args: list[Any],
+    memo_json: str | None,
+    parent: tuple[str | None, str | None, int | None, str | None] = (None, None, None, None),
+    execution_deadline: float | None = None,
+    run_timeout: float | None = None,
+) -> RunRecord:
+    """Insert a new, current, running execution row (no history yet) and return its record.
+
+    ``parent`` is ``(parent workflow id, parent run id, seq, close policy)`` for a child run.
+    """
+    tx.conn.execute(
+        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
+        "status, is_current, start_time, next_event_id, wt_state, args, memo, "
+        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
+        "execution_deadline, run_timeout) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            namespace,
+            workflow_id,
+            workflow_type,
+            task_queue,
+            tx.now,
+            dumps(args),
+            memo_json,
+            *parent,
+            execution_deadline,
+            run_timeout,
+        ),
+    )
+    return RunRecord(
+        namespace=namespace,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        workflow_type=workflow_type,
+        task_queue=task_queue,
+        status=RunStatus.RUNNING,
+        next_event_id=1,
+        wt_state=WorkflowTaskState.IDLE,
+        parent_run_id=parent[1],
+        parent_seq=parent[2],
+    )
+
+
 def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -> None:
     """Start the next run of ``old``'s workflow id, carrying over buffered signals/updates."""
     conn, now = tx.conn, tx.now
@@ -353,40 +405,18 @@ def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -
     deadline, run_timeout = memo[3], memo[4]
     conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (old.run_id,))
     # The next run inherits the parent link: the parent hears of the chain's final outcome.
-    conn.execute(
-        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
-        "status, is_current, start_time, next_event_id, wt_state, args, memo, "
-        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
-        "execution_deadline, run_timeout) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            new_run_id,
-            old.namespace,
-            old.workflow_id,
-            old.workflow_type,
-            old.task_queue,
-            now,
-            dumps(args),
-            memo[0],
-            memo[1],
-            old.parent_run_id,
-            old.parent_seq,
-            memo[2],
-            deadline,
-            run_timeout,
-        ),
-    )
-    run = RunRecord(
+    run = insert_execution(
+        tx,
         namespace=old.namespace,
         workflow_id=old.workflow_id,
         run_id=new_run_id,
         workflow_type=old.workflow_type,
         task_queue=old.task_queue,
-        status=RunStatus.RUNNING,
-        next_event_id=1,
-        wt_state=WorkflowTaskState.IDLE,
-        parent_run_id=old.parent_run_id,
-        parent_seq=old.parent_seq,
+        args=args,
+        memo_json=memo[0],
+        parent=(memo[1], old.parent_run_id, old.parent_seq, memo[2]),
+        execution_deadline=deadline,
+        run_timeout=run_timeout,
     )
     started = NewEvent(
         EventType.WORKFLOW_EXECUTION_STARTED,
