@@ -343,3 +343,18 @@ def test_lease_ids_differ_in_forked_processes() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert child_id[:12] != parent_id[:12]
+
+
+async def test_a_failing_operation_in_a_batch_fails_alone(store: Store) -> None:
+    import asyncio
+
+    # Queued in one loop turn: one transaction; the bad signal must not undo the starts.
+    a, bad, b = await asyncio.gather(
+        store.start_workflow(StartRequest(NS, "a", "Agent", Q, [])),
+        store.signal_workflow(NS, "nobody", None, "s", []),
+        store.start_workflow(StartRequest(NS, "b", "Agent", Q, [])),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, WorkflowNotFoundError)
+    assert {r.workflow_id for r in await store.list_workflows(NS)} == {"a", "b"}
+    assert not isinstance(a, BaseException) and not isinstance(b, BaseException)

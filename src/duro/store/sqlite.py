@@ -77,7 +77,12 @@ def _is_busy(e: sqlite3.Error) -> bool:
 def _execute_batch(
     store: SQLiteStore, conn: sqlite3.Connection, batch: list[_Item]
 ) -> tuple[list[_Outcome], set[Hashable]] | None:
-    """Run queued operations in one transaction, each in its own savepoint (group commit).
+    """Run queued operations in one transaction and commit once (group commit).
+
+    Fast path: all operations back to back. Operations rarely fail (a stale lease, an unknown
+    id); when one does, the whole transaction is rolled back and the batch runs again with each
+    operation in its own savepoint, so the failure rolls back alone. Nothing is committed
+    before either path finishes, so re-running is safe.
 
     Returns None when another process holds the write lock, so the caller retries later.
     """
@@ -90,24 +95,49 @@ def _execute_batch(
         return _all_failed(batch, e), set()
     outcomes: list[_Outcome] = []
     notes: set[Hashable] = set()
-    single = len(batch) == 1  # nothing to isolate: skip the savepoint
     try:
         now = store.now()
         for fn, args, fut, _ in batch:
             tx = Tx(conn, now)
-            if not single:
-                conn.execute("SAVEPOINT op")
+            outcomes.append((fut, fn(tx, *args), None))
+            notes |= tx.notes
+        conn.execute("COMMIT")
+        return outcomes, notes
+    except Exception as e:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if isinstance(e, sqlite3.Error) and _is_busy(e):
+            return None
+        if len(batch) == 1:
+            return [(batch[0][2], None, _as_store_error(e))], set()
+    return _execute_isolated(store, conn, batch, readonly)
+
+
+def _execute_isolated(
+    store: SQLiteStore, conn: sqlite3.Connection, batch: list[_Item], readonly: bool
+) -> tuple[list[_Outcome], set[Hashable]] | None:
+    """The slow path: one transaction, each operation in a savepoint of its own."""
+    try:
+        conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        if _is_busy(e):
+            return None
+        return _all_failed(batch, e), set()
+    outcomes: list[_Outcome] = []
+    notes: set[Hashable] = set()
+    try:
+        now = store.now()
+        for fn, args, fut, _ in batch:
+            tx = Tx(conn, now)
+            conn.execute("SAVEPOINT op")
             try:
                 result = fn(tx, *args)
             except Exception as e:
-                if single:
-                    raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 outcomes.append((fut, None, _as_store_error(e)))
             else:
-                if not single:
-                    conn.execute("RELEASE op")
+                conn.execute("RELEASE op")
                 outcomes.append((fut, result, None))
                 notes |= tx.notes
         conn.execute("COMMIT")
@@ -116,8 +146,6 @@ def _execute_batch(
             conn.execute("ROLLBACK")
         if isinstance(e, sqlite3.Error) and _is_busy(e):
             return None
-        if single and not isinstance(e, sqlite3.Error):
-            return [(batch[0][2], None, _as_store_error(e))], set()
         return _all_failed(batch, e), set()
     return outcomes, notes
 

@@ -167,10 +167,11 @@ def apply_transition(
             for i, e in enumerate(events)
         ]
         added_bytes = sum(len(r[4]) for r in rows)
-        conn.executemany(
-            "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
+        insert = "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?, ?, ?, ?, ?)"
+        if len(rows) == 1:  # the common case; execute is cheaper than executemany
+            conn.execute(insert, rows[0])
+        else:
+            conn.executemany(insert, rows)
     new_next = next_id + len(events)
     wt_state = t.wt_state if t.wt_state is not None else run.wt_state
     if t.close is not None:
@@ -266,10 +267,10 @@ def apply_transition(
         conn.execute("DELETE FROM tasks WHERE run_id = ? AND kind = 'workflow'", (run.run_id,))
     if t.schedule_activities:
         _schedule_activities(tx, run, t.schedule_activities, claims)
-    if t.delete_activities:
-        conn.executemany(
+    for seq in t.delete_activities:
+        conn.execute(
             "DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' AND seq = ?",
-            [(run.run_id, s) for s in t.delete_activities],
+            (run.run_id, seq),
         )
     if t.retry_activity is not None:
         r = t.retry_activity
