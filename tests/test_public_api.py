@@ -28,6 +28,7 @@ def test_duro_exports() -> None:
             "QuerySyntaxError",
             "ReplayResult",
             "Replayer",
+            "ResetFailedError",
             "RetryPolicy",
             "RunStatus",
             "ScheduleError",

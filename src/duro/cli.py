@@ -46,6 +46,7 @@ __all__ = ["cli", "load_target", "main"]
 from duro._cli_common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    CliError,
     Connection,
     TargetError,
     connection_options,
@@ -373,6 +374,46 @@ def update_cmd(
     async def action(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.execute_update(name, *args, update_id=update_id, timeout=timeout)
+
+    echo_json(run_action(conn, action))
+
+
+def _reset_point(text: str) -> int | str:
+    if text in ("first", "last"):
+        return f"{text}_workflow_task"
+    try:
+        return int(text)
+    except ValueError:
+        raise CliError(f"--to must be an event id, 'first' or 'last', not {text!r}") from None
+
+
+@workflow.command("reset")
+@click.argument("workflow_id", metavar="ID")
+@click.option("--to", "to", default="last", show_default=True, help="Event id, first or last.")
+@click.option("--reason", default="", help="Recorded in both runs.")
+@click.option("--no-signals", is_flag=True, help="Do not re-apply signals after the point.")
+@click.option("--fork", "fork_id", metavar="NEW_ID", help="Fork into this workflow id instead.")
+@run_id_option
+@connection_options
+def reset_cmd(
+    conn: Connection,
+    workflow_id: str,
+    to: str,
+    reason: str,
+    no_signals: bool,
+    fork_id: str | None,
+    run_id: str | None,
+) -> None:
+    """Re-run a workflow from a workflow task with the current code (reset or --fork)."""
+    point = _reset_point(to)
+
+    async def action(client: Client) -> dict[str, str | None]:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        if fork_id:
+            new = await handle.fork(fork_id, point, reason=reason, reapply_signals=not no_signals)
+        else:
+            new = await handle.reset(point, reason=reason, reapply_signals=not no_signals)
+        return {"workflow_id": new.id, "run_id": new.run_id}
 
     echo_json(run_action(conn, action))
 

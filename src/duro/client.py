@@ -568,6 +568,56 @@ class WorkflowHandle:
                     raise TimeoutError(f"update {name!r} on workflow {self.id!r}: no result yet")
             await store.wait_for([topic], since, wait)
 
+    async def reset(
+        self,
+        to: int | str = "last_workflow_task",
+        *,
+        reason: str = "",
+        reapply_signals: bool = True,
+    ) -> WorkflowHandle:
+        """Re-run the workflow from a workflow task of this run, with the current code.
+
+        A new run of the same workflow id starts from the history up to ``to`` (an event id —
+        the latest workflow task at or before it — or ``"first_workflow_task"`` /
+        ``"last_workflow_task"``); that task runs again, so activities after it run again
+        (e.g. after fixing a prompt). Signals received after the point are delivered again
+        unless ``reapply_signals=False``. A running old run is terminated. Both the new run's
+        history (``WorkflowExecutionReset``) and the old run's termination record the link.
+
+        Raises:
+            ResetFailedError: the point is unusable (no workflow task there, children running).
+        """
+        new_run = await self.client.store.reset_workflow(
+            self._ns, self.id, self._target_run, to, reason, reapply_signals, None
+        )
+        return WorkflowHandle(
+            self.client,
+            self.id,
+            new_run,
+            result_type=self.result_type,
+            workflow_type=self.workflow_type,
+        )
+
+    async def fork(
+        self,
+        new_id: str,
+        to: int | str = "last_workflow_task",
+        *,
+        reason: str = "",
+        reapply_signals: bool = True,
+    ) -> WorkflowHandle:
+        """Like ``reset``, into a new workflow id; this run is left as it is."""
+        new_run = await self.client.store.reset_workflow(
+            self._ns, self.id, self._target_run, to, reason, reapply_signals, new_id
+        )
+        return WorkflowHandle(
+            self.client,
+            new_id,
+            new_run,
+            result_type=self.result_type,
+            workflow_type=self.workflow_type,
+        )
+
     async def cancel(self, reason: str = "") -> None:
         """Request cancellation: the code sees ``asyncio.CancelledError`` at its await points."""
         await self.client.store.request_cancel(self._ns, self.id, self._target_run, reason)

@@ -18,6 +18,7 @@ The tree::
     ├── UnknownWorkflowTypeError     no worker registers that workflow type
     ├── UnknownHandlerError          a signal or query name the workflow does not define
     ├── ScheduleError                a schedule id that exists already, or that does not exist
+    ├── ResetFailedError             a reset/fork point that cannot be used
     ├── QueryError                   the query handler raised
     ├── UpdateFailedError            an update was rejected by its validator or its handler raised
     ├── PayloadError
@@ -255,6 +256,10 @@ class UnknownHandlerError(DuroError):
 
 class ScheduleError(DuroError):
     """A schedule id that exists already (create) or that does not exist (the rest)."""
+
+
+class ResetFailedError(DuroError):
+    """The reset or fork point is not a usable workflow task of the run."""
 
 
 class QueryError(DuroError):

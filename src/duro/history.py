@@ -41,6 +41,7 @@ class EventType(enum.StrEnum):
     WORKFLOW_EXECUTION_CONTINUED_AS_NEW = "WorkflowExecutionContinuedAsNew"
     WORKFLOW_EXECUTION_TIMED_OUT = "WorkflowExecutionTimedOut"
     UPSERT_WORKFLOW_SEARCH_ATTRIBUTES = "UpsertWorkflowSearchAttributes"
+    WORKFLOW_EXECUTION_RESET = "WorkflowExecutionReset"
     START_CHILD_WORKFLOW_EXECUTION_INITIATED = "StartChildWorkflowExecutionInitiated"
     START_CHILD_WORKFLOW_EXECUTION_FAILED = "StartChildWorkflowExecutionFailed"
     CHILD_WORKFLOW_EXECUTION_STARTED = "ChildWorkflowExecutionStarted"

@@ -494,6 +494,9 @@ class WorkflowInstance:
         if self._main is not None and not self._main.done():
             self._main.cancel()
 
+    def _apply_WorkflowExecutionReset(self, event: Event) -> None:
+        pass  # a record of where this run came from; nothing for the code to do
+
     def _apply_WorkflowExecutionTerminated(self, event: Event) -> None:
         self.closed = True
 

@@ -373,6 +373,19 @@ class Store(Protocol):
         self, namespace: str, schedule_id: str, start: float, end: float
     ) -> list[str]: ...
 
+    # -- reset and fork -----------------------------------------------------------------------
+
+    async def reset_workflow(
+        self,
+        namespace: str,
+        workflow_id: str,
+        run_id: str | None,
+        point: int | str,
+        reason: str,
+        reapply_signals: bool,
+        fork_id: str | None,
+    ) -> str: ...
+
     # -- namespaces and retention ------------------------------------------------------------
 
     async def namespace_settings(self, namespace: str) -> NamespaceSettings: ...

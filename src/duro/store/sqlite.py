@@ -600,6 +600,29 @@ class SQLiteStore:
     ) -> list[str]:
         return await self._call(ops.backfill_schedule, namespace, schedule_id, start, end)
 
+    # -- reset and fork -----------------------------------------------------------------------
+
+    async def reset_workflow(
+        self,
+        namespace: str,
+        workflow_id: str,
+        run_id: str | None,
+        point: int | str,
+        reason: str,
+        reapply_signals: bool,
+        fork_id: str | None,
+    ) -> str:
+        return await self._call(
+            ops.reset_workflow,
+            namespace,
+            workflow_id,
+            run_id,
+            point,
+            reason,
+            reapply_signals,
+            fork_id,
+        )
+
     # -- namespaces and retention ------------------------------------------------------------
 
     async def namespace_settings(self, namespace: str) -> NamespaceSettings:

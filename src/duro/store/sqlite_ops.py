@@ -21,20 +21,22 @@ from duro.converter import dumps, loads
 from duro.engine import activity as activity_rules
 from duro.engine import children as child_rules
 from duro.engine import requests as request_rules
+from duro.engine import reset as reset_rules
 from duro.engine import schedules as sched
 from duro.engine import start as start_rules
 from duro.engine import timers as timer_rules
 from duro.engine import workflow_task as wt_rules
-from duro.engine.model import ActivityTaskRecord, RunRecord, Transition
+from duro.engine.model import ActivityTaskRecord, RunRecord, Transition, WorkflowTaskState
 from duro.engine.start import IdReusePolicy, StartDecision, StartRequest
 from duro.errors import (
     LeaseLostError,
+    ResetFailedError,
     ScheduleError,
     WorkflowAlreadyStartedError,
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
-from duro.history import RunStatus
+from duro.history import EventType, NewEvent, RunStatus
 from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
@@ -58,6 +60,7 @@ from duro.store.sqlite_tx import (
     Tx,
     apply_transition,
     find_run,
+    get_history,
     insert_execution,
     load_run,
     new_id,
@@ -1268,3 +1271,99 @@ def fire_due_schedules(tx: Tx, limit: int = 100) -> int:
             ),
         )
     return fired
+
+
+# -- reset and fork --------------------------------------------------------------------------------
+
+
+def reset_workflow(
+    tx: Tx,
+    namespace: str,
+    workflow_id: str,
+    run_id: str | None,
+    point: int | str,
+    reason: str,
+    reapply_signals: bool,
+    fork_id: str | None,
+) -> str:
+    """A new run from ``point`` of an old one (same workflow id, or ``fork_id`` for a fork).
+
+    A reset terminates the old run if it is still running; a fork leaves it alone. Returns the
+    new run id.
+    """
+    conn, now = tx.conn, tx.now
+    old = find_run(conn, namespace, workflow_id, run_id)
+    events = get_history(tx, old.run_id, 0)
+    try:
+        at = reset_rules.resolve_point(events, point)
+        plan = reset_rules.plan_reset(events, at, reapply_signals=reapply_signals)
+    except reset_rules.ResetError as e:
+        raise ResetFailedError(str(e)) from None
+    new_run_id = uuid.uuid4().hex
+    target_id = fork_id or workflow_id
+    if fork_id is not None:
+        current = conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
+            "AND is_current = 1",
+            (namespace, fork_id),
+        ).fetchone()
+        if current is not None:
+            existing = run_from_row(current)
+            start_rules.decide_start(
+                StartRequest(namespace, fork_id, old.workflow_type, old.task_queue, []), existing
+            )
+            conn.execute(
+                "UPDATE executions SET is_current = 0 WHERE run_id = ?", (existing.run_id,)
+            )
+    else:
+        if old.status == RunStatus.RUNNING:
+            why = f"reset to run {new_run_id} at event {at}" + (f": {reason}" if reason else "")
+            apply_transition(tx, old, request_rules.terminate(old, why, now))
+        conn.execute(
+            "UPDATE executions SET is_current = 0 WHERE namespace = ? AND workflow_id = ? "
+            "AND is_current = 1",
+            (namespace, workflow_id),
+        )
+    started = events[0]
+    memo = conn.execute("SELECT memo FROM executions WHERE run_id = ?", (old.run_id,)).fetchone()
+    run = insert_execution(
+        tx,
+        namespace=namespace,
+        workflow_id=target_id,
+        run_id=new_run_id,
+        workflow_type=old.workflow_type,
+        task_queue=old.task_queue,
+        args=started.attrs.get("args", []),
+        memo_json=memo[0] if memo else None,
+    )
+    copied = [
+        NewEvent(
+            started.type,
+            {**started.attrs, "run_id": new_run_id, "workflow_id": target_id},
+        ),
+        *(NewEvent(e.type, e.attrs) for e in plan.prefix[1:]),
+        NewEvent(
+            EventType.WORKFLOW_EXECUTION_RESET,
+            {
+                "from_workflow_id": workflow_id,
+                "from_run_id": old.run_id,
+                "event_id": at,
+                "reason": reason,
+                "fork": fork_id is not None,
+            },
+        ),
+        *(NewEvent(e.type, e.attrs) for e in plan.reapplied),
+    ]
+    apply_transition(
+        tx,
+        run,
+        Transition(
+            append=copied,
+            wt_state=WorkflowTaskState.SCHEDULED,
+            wt_visible_at=now,
+            wt_attempt=1,
+            schedule_activities=plan.activities,
+            start_timers=plan.timers,
+        ),
+    )
+    return new_run_id
