@@ -24,7 +24,7 @@ from duro.client import Client
 from duro.errors import DuroError
 from duro.schedules import OverlapPolicy, ScheduleSpec, upcoming
 from duro.store import SchemaStatus, migrate_schema, schema_status
-from duro.store.protocol import NamespaceSettings, ScheduleInfo
+from duro.store.protocol import FlowLimit, NamespaceSettings, ScheduleInfo
 
 # -- db -------------------------------------------------------------------------------------------
 
@@ -312,3 +312,75 @@ def namespace_set(conn: Connection, retention_days: float, archive_dir: str | No
         return await client.set_retention(timedelta(days=retention_days), archive_dir=archive_dir)
 
     echo_json(_settings_json(run_action(conn, action)))
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+@click.group()
+def limits() -> None:
+    """Flow limits every worker obeys: concurrency and rate per activity type or task queue,
+    and concurrency per key of a workflow type."""
+
+
+def _limit_json(limit: FlowLimit) -> dict[str, Any]:
+    return {
+        "scope": limit.scope,
+        "name": limit.name,
+        "max_concurrent": limit.max_concurrent,
+        "rate_per_second": limit.rate,
+        "burst": limit.burst,
+    }
+
+
+@limits.command("set")
+@click.argument("scope", type=click.Choice(["activity_type", "task_queue", "workflow_key"]))
+@click.argument("name")
+@click.option("--max-concurrent", type=click.IntRange(min=1))
+@click.option("--rate", "rate", type=click.FloatRange(min=0, min_open=True), help="Starts/s.")
+@click.option("--burst", type=click.FloatRange(min=1))
+@connection_options
+def limits_set(
+    conn: Connection,
+    scope: str,
+    name: str,
+    max_concurrent: int | None,
+    rate: float | None,
+    burst: float | None,
+) -> None:
+    """Set the limit of SCOPE NAME (e.g. activity_type call_model --max-concurrent 8)."""
+
+    async def action(client: Client) -> FlowLimit:
+        try:
+            return await client.set_flow_limit(
+                scope, name, max_concurrent=max_concurrent, rate_per_second=rate, burst=burst
+            )
+        except ValueError as e:
+            raise CliError(str(e)) from None
+
+    echo_json(_limit_json(run_action(conn, action)))
+
+
+@limits.command("list")
+@connection_options
+def limits_list(conn: Connection) -> None:
+    """List the namespace's flow limits."""
+
+    async def action(client: Client) -> list[FlowLimit]:
+        return await client.flow_limits()
+
+    echo_json([_limit_json(lim) for lim in run_action(conn, action)])
+
+
+@limits.command("delete")
+@click.argument("scope", type=click.Choice(["activity_type", "task_queue", "workflow_key"]))
+@click.argument("name")
+@connection_options
+def limits_delete(conn: Connection, scope: str, name: str) -> None:
+    """Remove the limit of SCOPE NAME."""
+
+    async def action(client: Client) -> None:
+        await client.delete_flow_limit(scope, name)
+
+    run_action(conn, action)
+    click.echo(f"removed the {scope} limit of {name}")

@@ -75,9 +75,9 @@ def workflow() -> None:
 
 
 def _register_admin() -> None:
-    from duro._cli_admin import db, namespace, schedule
+    from duro._cli_admin import db, limits, namespace, schedule
 
-    for group in (db, namespace, schedule):
+    for group in (db, limits, namespace, schedule):
         cli.add_command(group)
 
 

@@ -46,6 +46,7 @@ from duro.search_attributes import SearchAttributeValue
 from duro.store import Store, open_store
 from duro.store.protocol import (
     ExecutionInfo,
+    FlowLimit,
     NamespaceSettings,
     PendingActivityInfo,
     ScheduleInfo,
@@ -116,6 +117,8 @@ class Client:
         execution_timeout: timedelta | None = None,
         run_timeout: timedelta | None = None,
         search_attributes: dict[str, SearchAttributeValue] | None = None,
+        priority: int = 0,
+        concurrency_key: str | None = None,
     ) -> WorkflowHandle:
         """Start a run and return its handle (the run proceeds on a worker).
 
@@ -131,6 +134,9 @@ class Client:
                 to the new run or (with ``USE_EXISTING``) to the running one.
             search_attributes: Typed values to find the run by (``list_workflows("Customer =
                 'c-42'")``); str, int, float, bool or datetime.
+            priority: The run's workflow tasks go before lower priorities of the queue.
+            concurrency_key: With a ``workflow_key`` flow limit on the workflow type, at most
+                that many runs sharing the key run at once; the others wait in start order.
             execution_timeout: Limit for the whole workflow, continue-as-new runs included;
                 past it the run closes as ``TimedOut``. Default: none.
             run_timeout: Limit for each run. Default: none.
@@ -159,6 +165,8 @@ class Client:
                 request_id=request_id,
                 signal=signal,
                 search_attributes=sa.encode_all(search_attributes or {}),
+                priority=priority,
+                concurrency_key=concurrency_key,
                 execution_timeout=execution_timeout.total_seconds() if execution_timeout else None,
                 run_timeout=run_timeout.total_seconds() if run_timeout else None,
             ),
@@ -295,6 +303,42 @@ class Client:
 
     async def list_schedules(self) -> list[ScheduleInfo]:
         return await self.store.list_schedules(self.namespace)
+
+    async def set_flow_limit(
+        self,
+        scope: str,
+        name: str,
+        *,
+        max_concurrent: int | None = None,
+        rate_per_second: float | None = None,
+        burst: float | None = None,
+    ) -> FlowLimit:
+        """Limit, across every worker of the namespace, an activity type or task queue
+        (``scope`` ``activity_type`` / ``task_queue``: concurrent attempts and starts per
+        second), or the runs per concurrency key of a workflow type (``workflow_key``).
+
+        Example: ``await client.set_flow_limit("activity_type", "call_model",
+        max_concurrent=8, rate_per_second=5)`` keeps a model API under its quota.
+        """
+        if scope not in ("activity_type", "task_queue", "workflow_key"):
+            raise ValueError(
+                f"scope must be 'activity_type', 'task_queue' or 'workflow_key', not {scope!r}"
+            )
+        if max_concurrent is None and rate_per_second is None:
+            raise ValueError("give max_concurrent, rate_per_second or both")
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        if rate_per_second is not None and (rate_per_second <= 0 or scope == "workflow_key"):
+            raise ValueError("rate_per_second must be positive (activity_type / task_queue only)")
+        limit = FlowLimit(self.namespace, scope, name, max_concurrent, rate_per_second, burst)
+        await self.store.set_flow_limit(limit)
+        return limit
+
+    async def delete_flow_limit(self, scope: str, name: str) -> None:
+        await self.store.delete_flow_limit(self.namespace, scope, name)
+
+    async def flow_limits(self) -> list[FlowLimit]:
+        return await self.store.list_flow_limits(self.namespace)
 
     async def namespace_settings(self) -> NamespaceSettings:
         """This namespace's retention period and archive directory."""

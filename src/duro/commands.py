@@ -27,6 +27,7 @@ class ScheduleActivity:
     schedule_to_close_timeout: float | None = None
     heartbeat_timeout: float | None = None
     schedule_to_start_timeout: float | None = None
+    priority: int = 0
 
     event_type = EventType.ACTIVITY_TASK_SCHEDULED
 
@@ -40,6 +41,7 @@ class ScheduleActivity:
             "schedule_to_close_timeout": self.schedule_to_close_timeout,
             "heartbeat_timeout": self.heartbeat_timeout,
             "schedule_to_start_timeout": self.schedule_to_start_timeout,
+            "priority": self.priority,
             "retry_policy": self.retry_policy,
         }
 

@@ -306,6 +306,7 @@ def start_activity(
     retry_policy: RetryPolicy | None = None,
     result_type: Any = None,
     schedule_to_start_timeout: timedelta | None = None,
+    priority: int = 0,
 ) -> asyncio.Future[Any]:
     """Schedule an activity durably and return a future of its (decoded) result.
 
@@ -316,6 +317,7 @@ def start_activity(
     Args:
         activity: An ``@activity.defn`` function, or an activity type name.
         result_type: The type to decode the result into, when ``activity`` is a name.
+        priority: Attempts of higher priority start first on their queue. Default 0.
     """
     return _context.current().start_activity(
         activity,
@@ -327,6 +329,7 @@ def start_activity(
         retry_policy=retry_policy,
         result_type=result_type,
         schedule_to_start_timeout=schedule_to_start_timeout,
+        priority=priority,
     )
 
 
@@ -340,6 +343,7 @@ async def execute_activity(
     retry_policy: RetryPolicy | None = None,
     result_type: Any = None,
     schedule_to_start_timeout: timedelta | None = None,
+    priority: int = 0,
 ) -> Any:
     """Run an activity durably and return its result (``start_activity`` then await).
 
@@ -356,6 +360,7 @@ async def execute_activity(
         retry_policy=retry_policy,
         result_type=result_type,
         schedule_to_start_timeout=schedule_to_start_timeout,
+        priority=priority,
     )
 
 

@@ -48,6 +48,10 @@ class RunRecord:
     parent_run_id: str | None = None
     """Store bookkeeping: the parent run of a child workflow."""
     parent_seq: int | None = None
+    priority: int = 0
+    """Store bookkeeping: the run's workflow tasks are polled by priority (higher first)."""
+    concurrency_key: str | None = None
+    """Store bookkeeping: runs sharing a key share that key's concurrency limit."""
 
 
 @dataclass(slots=True)
@@ -82,6 +86,7 @@ class ActivitySpec:
     heartbeat_timeout: float | None
     retry_policy: dict[str, Any]
     schedule_to_start_timeout: float | None = None
+    priority: int = 0
 
 
 @dataclass(slots=True)

@@ -55,6 +55,10 @@ class StartRequest:
     """Set when a workflow starts this run as its child."""
     parent_seq: int | None = None
     parent_close_policy: str | None = None
+    priority: int = 0
+    """Workflow tasks of the run are polled by priority (higher first). Default 0."""
+    concurrency_key: str | None = None
+    """Runs of one workflow type sharing a key share that key's limit (``workflow_key``)."""
     search_attributes: dict[str, Any] = field(default_factory=dict)
     """Encoded search attributes (``duro.search_attributes.encode_all``)."""
     execution_timeout: float | None = None

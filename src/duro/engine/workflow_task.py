@@ -88,6 +88,7 @@ def complete_workflow_task(
                     heartbeat_timeout=command.heartbeat_timeout,
                     retry_policy=command.retry_policy,
                     schedule_to_start_timeout=command.schedule_to_start_timeout,
+                    priority=command.priority,
                 )
             )
         elif isinstance(command, RequestCancelActivity):

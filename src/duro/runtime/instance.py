@@ -589,6 +589,7 @@ class WorkflowInstance:
         retry_policy: RetryPolicy | None = None,
         result_type: Any = None,
         schedule_to_start_timeout: timedelta | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[Any]:
         """Resolve options (call, then ``@activity.defn``, then defaults) and schedule it."""
         adefn = activity_definition(activity) if not isinstance(activity, str) else None
@@ -620,6 +621,7 @@ class WorkflowInstance:
             schedule_to_start_timeout=seconds(
                 schedule_to_start_timeout or (adefn.schedule_to_start_timeout if adefn else None)
             ),
+            priority=priority,
         )
 
     def schedule_activity(
@@ -634,6 +636,7 @@ class WorkflowInstance:
         retry_policy: dict[str, Any],
         return_hint: Any,
         schedule_to_start_timeout: float | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[Any]:
         self._activity_seq += 1
         seq = self._activity_seq
@@ -649,6 +652,7 @@ class WorkflowInstance:
                 heartbeat_timeout=heartbeat_timeout,
                 retry_policy=retry_policy,
                 schedule_to_start_timeout=schedule_to_start_timeout,
+                priority=priority,
             )
         )
         fut: asyncio.Future[Any] = self.loop.create_future()

@@ -187,6 +187,24 @@ class ScheduleInfo:
 
 
 @dataclass(slots=True)
+class FlowLimit:
+    """A limit every worker of the namespace obeys.
+
+    ``scope`` ``activity_type`` or ``task_queue``: at most ``max_concurrent`` attempts running
+    at once and at most ``rate`` starts per second (bursts up to ``burst``). ``workflow_key``
+    (``name`` a workflow type): at most ``max_concurrent`` running runs per ``concurrency_key``;
+    the others wait, in start order, for a slot.
+    """
+
+    namespace: str
+    scope: str
+    name: str
+    max_concurrent: int | None = None
+    rate: float | None = None
+    burst: float | None = None
+
+
+@dataclass(slots=True)
 class NamespaceSettings:
     namespace: str
     retention_seconds: float
@@ -385,6 +403,14 @@ class Store(Protocol):
         reapply_signals: bool,
         fork_id: str | None,
     ) -> str: ...
+
+    # -- flow limits -----------------------------------------------------------------------------
+
+    async def set_flow_limit(self, limit: FlowLimit) -> None: ...
+
+    async def delete_flow_limit(self, namespace: str, scope: str, name: str) -> None: ...
+
+    async def list_flow_limits(self, namespace: str) -> list[FlowLimit]: ...
 
     # -- namespaces and retention ------------------------------------------------------------
 

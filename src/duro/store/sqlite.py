@@ -39,6 +39,7 @@ from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
+    FlowLimit,
     NamespaceSettings,
     QueryOutcome,
     QueryTask,
@@ -622,6 +623,17 @@ class SQLiteStore:
             reapply_signals,
             fork_id,
         )
+
+    # -- flow limits -----------------------------------------------------------------------------
+
+    async def set_flow_limit(self, limit: FlowLimit) -> None:
+        await self._call(ops.set_flow_limit, limit)
+
+    async def delete_flow_limit(self, namespace: str, scope: str, name: str) -> None:
+        await self._call(ops.delete_flow_limit, namespace, scope, name)
+
+    async def list_flow_limits(self, namespace: str) -> list[FlowLimit]:
+        return await self._call(ops.list_flow_limits, namespace, readonly=True)
 
     # -- namespaces and retention ------------------------------------------------------------
 

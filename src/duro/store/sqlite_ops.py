@@ -41,6 +41,7 @@ from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
+    FlowLimit,
     NamespaceSettings,
     PendingActivityInfo,
     QueryOutcome,
@@ -58,10 +59,12 @@ from duro.store.sqlite_tx import (
     WORKFLOW_TASK_LEASE,
     Claims,
     Tx,
+    admitted_count,
     apply_transition,
     find_run,
     get_history,
     insert_execution,
+    key_limit,
     load_run,
     new_id,
     run_from_row,
@@ -114,6 +117,12 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             )
         conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
     run_id = uuid.uuid4().hex
+    admitted = True
+    if req.concurrency_key is not None:
+        limit = key_limit(tx, req.namespace, req.workflow_type)
+        if limit is not None:
+            held = admitted_count(tx, req.namespace, req.workflow_type, req.concurrency_key)
+            admitted = held < limit  # else it waits, in start order, for a slot of its key
     run = insert_execution(
         tx,
         namespace=req.namespace,
@@ -126,6 +135,9 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         parent=(req.parent_workflow_id, req.parent_run_id, req.parent_seq, req.parent_close_policy),
         execution_deadline=now + req.execution_timeout if req.execution_timeout else None,
         run_timeout=req.run_timeout,
+        priority=req.priority,
+        concurrency_key=req.concurrency_key,
+        admitted=admitted,
     )
     apply_transition(tx, run, start_rules.start_workflow(req, run_id, now))
     if req.request_id:
@@ -189,8 +201,8 @@ def poll_workflow_tasks(
         "JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'workflow' "
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
         "AND (t.sticky_worker IS NULL OR t.sticky_worker = ? OR t.sticky_until <= ?) "
-        "AND (e.pinned_build_id IS NULL OR e.pinned_build_id = ?) "
-        "ORDER BY t.visible_at LIMIT ?",
+        "AND (e.pinned_build_id IS NULL OR e.pinned_build_id = ?) AND e.admitted = 1 "
+        "ORDER BY t.priority DESC, t.visible_at LIMIT ?",
         (namespace, task_queue, now, worker_id, now, build_id, max_tasks),
     ).fetchall()
     leases = []
@@ -363,11 +375,16 @@ def poll_activity_tasks(
         "t.retry_policy, e.namespace, e.workflow_id, e.workflow_type, t.schedule_to_close_timeout "
         "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'activity' "
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
-        "ORDER BY t.visible_at LIMIT ?",
-        (namespace, task_queue, now, max_tasks),
+        "ORDER BY t.priority DESC, t.visible_at LIMIT ?",
+        (namespace, task_queue, now, max_tasks * 4),  # room to pass over throttled types
     ).fetchall()
-    leases = []
+    gate = tx.gate(namespace)
+    leases: list[ActivityTaskLease] = []
     for row in rows:
+        if len(leases) >= max_tasks:
+            break
+        if not gate.allow(row[3], task_queue):
+            continue  # its type or queue is at its concurrency or rate limit
         start_to_close = row[7]
         expires = now + start_to_close
         if row[14]:
@@ -467,6 +484,13 @@ def _record_outcome(
             cached_upto=cached_upto,
         )
     apply_transition(tx, run, t, claims)
+    if tx.gate(run.namespace).limits:  # a limited slot may have opened: pollers look again
+        for (queue,) in conn.execute(
+            "SELECT DISTINCT task_queue FROM tasks WHERE namespace = ? AND kind = 'activity' "
+            "AND lease_id IS NULL",
+            (run.namespace,),
+        ).fetchall():
+            tx.notes.add(("activity", run.namespace, queue))
     return claims.workflow_lease if claims is not None else None
 
 
@@ -517,9 +541,11 @@ def fire_due_timers(tx: Tx, limit: int) -> int:
         apply_transition(tx, run, timer_rules.fire_timer(run, seq, now))
     fired_schedules = fire_due_schedules(tx)
     # Activity retries whose backoff ended are due work too: wake the activity pollers.
+    # (Also tasks held back by a flow limit whose budget may have refilled.)
     due = conn.execute(
         "SELECT DISTINCT namespace, task_queue FROM tasks WHERE kind = 'activity' "
-        "AND lease_id IS NULL AND visible_at <= ? AND attempt > 1",
+        "AND lease_id IS NULL AND visible_at <= ? AND (attempt > 1 OR EXISTS "
+        "(SELECT 1 FROM flow_limits f WHERE f.namespace = tasks.namespace))",
         (now,),
     ).fetchall()
     for ns, q in due:
@@ -545,7 +571,12 @@ def next_timer_time(tx: Tx) -> float | None:
         "SELECT MIN(sticky_until) FROM tasks WHERE lease_id IS NULL AND sticky_until > ?", (now,)
     ).fetchone()[0]
     t4 = tx.conn.execute("SELECT MIN(next_fire_at) FROM schedules WHERE paused = 0").fetchone()[0]
-    candidates = [t for t in (t1, t2, t3, t4) if t is not None]
+    # When a rate-limited budget holds a whole token again.
+    t5 = tx.conn.execute(
+        "SELECT MIN(refilled_at + (1.0 - tokens) / rate) FROM flow_limits "
+        "WHERE rate > 0 AND tokens < 1.0"
+    ).fetchone()[0]
+    candidates = [t for t in (t1, t2, t3, t4, t5) if t is not None]
     return min(candidates) if candidates else None
 
 
@@ -1367,3 +1398,35 @@ def reset_workflow(
         ),
     )
     return new_run_id
+
+
+# -- flow limits ---------------------------------------------------------------------------------
+
+
+def set_flow_limit(tx: Tx, limit: FlowLimit) -> None:
+    tx.conn.execute(
+        "INSERT INTO flow_limits (namespace, scope, name, max_concurrent, rate, burst, tokens, "
+        "refilled_at) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT (namespace, scope, name) "
+        "DO UPDATE SET max_concurrent = excluded.max_concurrent, rate = excluded.rate, "
+        "burst = excluded.burst, tokens = NULL, refilled_at = NULL",
+        (limit.namespace, limit.scope, limit.name, limit.max_concurrent, limit.rate, limit.burst),
+    )
+    tx.notes.add(("activity", limit.namespace, limit.name))
+
+
+def delete_flow_limit(tx: Tx, namespace: str, scope: str, name: str) -> None:
+    tx.conn.execute(
+        "DELETE FROM flow_limits WHERE namespace = ? AND scope = ? AND name = ?",
+        (namespace, scope, name),
+    )
+
+
+def list_flow_limits(tx: Tx, namespace: str) -> list[FlowLimit]:
+    return [
+        FlowLimit(namespace, r[0], r[1], r[2], r[3], r[4])
+        for r in tx.conn.execute(
+            "SELECT scope, name, max_concurrent, rate, burst FROM flow_limits "
+            "WHERE namespace = ? ORDER BY scope, name",
+            (namespace,),
+        ).fetchall()
+    ]

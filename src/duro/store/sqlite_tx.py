@@ -19,6 +19,7 @@ from typing import Any
 from duro import search_attributes
 from duro.converter import dumps, loads
 from duro.engine import children as child_rules
+from duro.engine import flow
 from duro.engine import requests as request_rules
 from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
 from duro.engine.timers import EXECUTION_TIMEOUT_SEQ, RUN_TIMEOUT_SEQ
@@ -61,12 +62,94 @@ class Tx:
     conn: sqlite3.Connection
     now: float
     notes: set[Hashable] = field(default_factory=set)
+    gates: dict[str, FlowGate] = field(default_factory=dict)
+
+    def gate(self, namespace: str) -> FlowGate:
+        """The namespace's flow limits, read once per operation."""
+        gate = self.gates.get(namespace)
+        if gate is None:
+            gate = self.gates[namespace] = FlowGate(self, namespace)
+        return gate
+
+
+class FlowGate:
+    """Decides whether an activity attempt may start now under the namespace's limits.
+
+    Concurrency limits count leased attempts (of an activity type, or on a task queue); rate
+    limits are token buckets kept in ``flow_limits``. Every worker's poll goes through here, in
+    the same transaction as the claim, so the limits hold across workers.
+    """
+
+    def __init__(self, tx: Tx, namespace: str) -> None:
+        self.tx = tx
+        self.namespace = namespace
+        self.limits: dict[tuple[str, str], list[Any]] = {
+            (r[0], r[1]): list(r[2:])
+            for r in tx.conn.execute(
+                "SELECT scope, name, max_concurrent, rate, burst, tokens, refilled_at "
+                "FROM flow_limits WHERE namespace = ? AND scope IN ('activity_type', 'task_queue')",
+                (namespace,),
+            ).fetchall()
+        }
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def _leased(self, key: tuple[str, str]) -> int:
+        count = self._counts.get(key)
+        if count is None:
+            column = "activity_type" if key[0] == "activity_type" else "task_queue"
+            count = self.tx.conn.execute(
+                f"SELECT COUNT(*) FROM tasks WHERE namespace = ? AND kind = 'activity' "
+                f"AND lease_id IS NOT NULL AND {column} = ?",
+                (self.namespace, key[1]),
+            ).fetchone()[0]
+            self._counts[key] = int(count)
+        return self._counts[key]
+
+    def allow(self, activity_type: str, task_queue: str) -> bool:
+        if not self.limits:
+            return True
+        keys = [
+            k
+            for k in (("activity_type", activity_type), ("task_queue", task_queue))
+            if k in self.limits
+        ]
+        for key in keys:
+            max_concurrent = self.limits[key][0]
+            if max_concurrent is not None and self._leased(key) >= max_concurrent:
+                return False
+        buckets = []
+        for key in keys:
+            _, rate, burst, tokens, refilled_at = self.limits[key]
+            if rate is None:
+                continue
+            bucket = flow.Bucket(
+                rate,
+                burst or max(1.0, rate),
+                burst or max(1.0, rate) if tokens is None else tokens,
+                self.tx.now if refilled_at is None else refilled_at,
+            )
+            probe = flow.Bucket(bucket.rate, bucket.burst, bucket.tokens, bucket.refilled_at)
+            if not flow.take(probe, self.tx.now):
+                return False
+            buckets.append((key, bucket))
+        for key, bucket in buckets:
+            flow.take(bucket, self.tx.now)
+            self.limits[key][3], self.limits[key][4] = bucket.tokens, bucket.refilled_at
+            self.tx.conn.execute(
+                "UPDATE flow_limits SET tokens = ?, refilled_at = ? "
+                "WHERE namespace = ? AND scope = ? AND name = ?",
+                (bucket.tokens, bucket.refilled_at, self.namespace, *key),
+            )
+        for key in keys:
+            if self.limits[key][0] is not None:
+                self._counts[key] = self._leased(key) + 1
+        return True
 
 
 RUN_COLUMNS = (
     "namespace, workflow_id, run_id, workflow_type, task_queue, status, next_event_id, "
     "wt_state, wt_attempt, sticky_worker, buffered, build_ids, pinned_build_id, history_size, "
-    "parent_run_id, parent_seq"
+    "parent_run_id, parent_seq, priority, concurrency_key"
 )
 RUN_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in RUN_COLUMNS.split(","))
 
@@ -89,6 +172,8 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
         history_size=row[13],
         parent_run_id=row[14],
         parent_seq=row[15],
+        priority=row[16],
+        concurrency_key=row[17],
     )
 
 
@@ -246,6 +331,7 @@ def apply_transition(
                 child_rules.child_closed(parent, run.parent_seq, t.close, t.result, t.failure),
             )
         _apply_parent_close_policy(tx, run)
+        _admit_next(tx, run)
         # Updates accepted but not finished never will be: tell their callers.
         for (update_id,) in conn.execute(
             "SELECT update_id FROM queries WHERE run_id = ? AND kind = 'update' AND done = 2",
@@ -349,6 +435,9 @@ def insert_execution(
     parent: tuple[str | None, str | None, int | None, str | None] = (None, None, None, None),
     execution_deadline: float | None = None,
     run_timeout: float | None = None,
+    priority: int = 0,
+    concurrency_key: str | None = None,
+    admitted: bool = True,
 ) -> RunRecord:
     """Insert a new, current, running execution row (no history yet) and return its record.
 
@@ -358,8 +447,8 @@ def insert_execution(
         "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
         "status, is_current, start_time, next_event_id, wt_state, args, memo, "
         "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
-        "execution_deadline, run_timeout) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "execution_deadline, run_timeout, priority, concurrency_key, admitted) "
+        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             namespace,
@@ -372,6 +461,9 @@ def insert_execution(
             *parent,
             execution_deadline,
             run_timeout,
+            priority,
+            concurrency_key,
+            int(admitted),
         ),
     )
     return RunRecord(
@@ -385,7 +477,50 @@ def insert_execution(
         wt_state=WorkflowTaskState.IDLE,
         parent_run_id=parent[1],
         parent_seq=parent[2],
+        priority=priority,
+        concurrency_key=concurrency_key,
     )
+
+
+def key_limit(tx: Tx, namespace: str, workflow_type: str) -> int | None:
+    row = tx.conn.execute(
+        "SELECT max_concurrent FROM flow_limits WHERE namespace = ? AND scope = 'workflow_key' "
+        "AND name = ?",
+        (namespace, workflow_type),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def admitted_count(tx: Tx, namespace: str, workflow_type: str, key: str) -> int:
+    return int(
+        tx.conn.execute(
+            "SELECT COUNT(*) FROM executions WHERE namespace = ? AND workflow_type = ? "
+            "AND concurrency_key = ? AND status = 'Running' AND admitted = 1",
+            (namespace, workflow_type, key),
+        ).fetchone()[0]
+    )
+
+
+def _admit_next(tx: Tx, closed: RunRecord) -> None:
+    """A run holding a key's slot closed: let the oldest run waiting for that key in."""
+    key = closed.concurrency_key
+    if key is None:
+        return
+    limit = key_limit(tx, closed.namespace, closed.workflow_type)
+    if (
+        limit is not None
+        and admitted_count(tx, closed.namespace, closed.workflow_type, key) >= limit
+    ):
+        return
+    row = tx.conn.execute(
+        "SELECT run_id, task_queue FROM executions WHERE namespace = ? AND workflow_type = ? "
+        "AND concurrency_key = ? AND status = 'Running' AND admitted = 0 "
+        "ORDER BY start_time LIMIT 1",
+        (closed.namespace, closed.workflow_type, key),
+    ).fetchone()
+    if row is not None:
+        tx.conn.execute("UPDATE executions SET admitted = 1 WHERE run_id = ?", (row[0],))
+        tx.notes.add(("workflow", closed.namespace, row[1]))
 
 
 def _continue_as_new(tx: Tx, old: RunRecord, new_run_id: str, args: list[Any]) -> None:
@@ -490,8 +625,8 @@ def _schedule_workflow_task(
         lease_id, owner, expires = new_id(), claims.worker_id, tx.now + WORKFLOW_TASK_LEASE
     cur = tx.conn.execute(
         "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, attempt, "
-        "sticky_worker, sticky_until, lease_id, lease_owner, lease_expires) "
-        "VALUES ('workflow', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+        "sticky_worker, sticky_until, lease_id, lease_owner, lease_expires, priority) "
+        "VALUES ('workflow', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (run_id, kind, seq) DO UPDATE SET visible_at = excluded.visible_at, "
         "attempt = excluded.attempt, lease_id = excluded.lease_id, "
         "lease_owner = excluded.lease_owner, lease_expires = excluded.lease_expires, "
@@ -508,6 +643,7 @@ def _schedule_workflow_task(
             lease_id,
             owner,
             expires,
+            run.priority,
         ),
     )
     task_id = cur.fetchone()[0]
@@ -529,7 +665,10 @@ def _schedule_activities(
     for a in specs:
         claim = (
             claims
-            if eager > 0 and claims is not None and a.task_queue == claims.activity_queue
+            if eager > 0
+            and claims is not None
+            and a.task_queue == claims.activity_queue
+            and tx.gate(run.namespace).allow(a.activity_type, a.task_queue)
             else None
         )
         lease_id = owner = None
@@ -546,8 +685,8 @@ def _schedule_activities(
             "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
             "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
             "schedule_to_close_timeout, heartbeat_timeout, scheduled_time, lease_id, "
-            "lease_owner, lease_expires, started_time, schedule_to_start_timeout) "
-            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "lease_owner, lease_expires, started_time, schedule_to_start_timeout, priority) "
+            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run.namespace,
                 a.task_queue,
@@ -566,6 +705,7 @@ def _schedule_activities(
                 expires,
                 started,
                 a.schedule_to_start_timeout,
+                a.priority,
             ),
         )
         if claim is None or lease_id is None:
