@@ -79,6 +79,7 @@ def test_workflow_exports() -> None:
         "start_child_workflow",
         "unsafe",
         "update",
+        "upsert_memo",
         "upsert_search_attributes",
         "uuid4",
         "wait_condition",

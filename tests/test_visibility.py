@@ -145,3 +145,17 @@ async def test_cli_count(client: Client, db_url: str) -> None:
     )
     assert out.exit_code == 0, out.output
     assert out.output.strip() == "2"
+
+
+@workflow.defn
+async def noted() -> None:
+    workflow.upsert_memo({"summary": "drafted", "draft": 1})
+    workflow.upsert_memo({"draft": None, "reviewer": "ann"})
+
+
+async def test_memo_set_at_start_and_upserted(client: Client) -> None:
+    async with Worker(client, workflows=[noted]):
+        handle = await client.start_workflow(noted, id="memo", memo={"owner": "bob"})
+        await handle.result(timeout=10)
+    info = await handle.describe()
+    assert info.memo == {"owner": "bob", "summary": "drafted", "reviewer": "ann"}

@@ -201,6 +201,20 @@ class UpsertSearchAttributes:
 
 
 @dataclass(frozen=True, slots=True)
+class UpsertMemo:
+    memo: dict[str, Any]
+    """Entries to set; a None value removes one."""
+
+    event_type = EventType.WORKFLOW_PROPERTIES_MODIFIED
+
+    def attrs(self) -> dict[str, Any]:
+        return {"memo": self.memo}
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.event_type,)
+
+
+@dataclass(frozen=True, slots=True)
 class SignalExternalWorkflow:
     seq: int
     workflow_id: str
@@ -266,6 +280,7 @@ Command = (
     | SignalExternalWorkflow
     | RequestCancelExternalWorkflow
     | UpsertSearchAttributes
+    | UpsertMemo
     | CompleteWorkflow
     | FailWorkflow
     | CancelWorkflow
@@ -316,6 +331,7 @@ _COMMAND_NAMES = {
     EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: "CompleteUpdate",
     EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: "StartChildWorkflow",
     EventType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: "UpsertSearchAttributes",
+    EventType.WORKFLOW_PROPERTIES_MODIFIED: "UpsertMemo",
     EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "SignalExternalWorkflow",
     EventType.REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "RequestCancelExternal",
     EventType.WORKFLOW_EXECUTION_COMPLETED: "CompleteWorkflow",

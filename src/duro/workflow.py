@@ -78,6 +78,7 @@ __all__ = [
     "start_child_workflow",
     "unsafe",
     "update",
+    "upsert_memo",
     "upsert_search_attributes",
     "uuid4",
     "wait_condition",
@@ -518,6 +519,11 @@ def upsert_search_attributes(attributes: dict[str, SearchAttributeValue]) -> Non
     ``client.list_workflows("Stage = 'awaiting-approval'")``. Recorded in history.
     """
     _context.current().upsert_search_attributes(dict(attributes))
+
+
+def upsert_memo(memo: dict[str, Any]) -> None:
+    """Set (None: remove) memo entries: notes shown by ``describe``, not indexed for queries."""
+    _context.current().upsert_memo(dict(memo))
 
 
 # -- versioning ---------------------------------------------------------------------------------

@@ -134,6 +134,8 @@ class Transition:
     """The fired timer's seq."""
     search_attributes: dict[str, Any] = field(default_factory=dict)
     """Search attributes to set (or, with a None value, remove) on the run."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Memo entries to set (or, with a None value, remove)."""
     external_requests: list[Any] = field(default_factory=list)
     """Signals and cancel requests to other workflows, delivered in the same transaction."""
     start_children: list[Any] = field(default_factory=list)

@@ -21,6 +21,7 @@ from duro.commands import (
     SignalExternalWorkflow,
     StartChildWorkflow,
     StartTimer,
+    UpsertMemo,
     UpsertSearchAttributes,
 )
 from duro.engine.model import ActivitySpec, RunRecord, Transition, WorkflowTaskState
@@ -102,6 +103,8 @@ def complete_workflow_task(
             pass
         elif isinstance(command, UpsertSearchAttributes):
             t.search_attributes.update(command.attributes)
+        elif isinstance(command, UpsertMemo):
+            t.memo.update(command.memo)
         elif isinstance(command, StartChildWorkflow):
             t.start_children.append(command)
         elif isinstance(command, SignalExternalWorkflow | RequestCancelExternalWorkflow):

@@ -706,6 +706,9 @@ class WorkflowInstance:
                 if not self.allowed_kinds[k]:
                     del self.allowed_kinds[k]
 
+    def upsert_memo(self, memo: dict[str, Any]) -> None:
+        self.add_command(cmd.UpsertMemo(to_payload(memo, what="memo")))
+
     def upsert_search_attributes(self, attributes: dict[str, Any]) -> None:
         self.add_command(cmd.UpsertSearchAttributes(search_attributes.encode_all(attributes)))
 

@@ -316,6 +316,11 @@ def apply_transition(
         )
     if t.search_attributes:
         _upsert_search_attributes(tx, run, t.search_attributes)
+    if t.memo:
+        row = conn.execute("SELECT memo FROM executions WHERE run_id = ?", (run.run_id,)).fetchone()
+        memo = {**(loads(row[0]) or {}), **t.memo}
+        memo = {k: v for k, v in memo.items() if v is not None}
+        conn.execute("UPDATE executions SET memo = ? WHERE run_id = ?", (dumps(memo), run.run_id))
     for update_id, result, failure in t.completed_updates:
         _finish_update(tx, run.run_id, update_id, dumps(result), _failure_message(failure))
     if t.close is not None:
