@@ -22,6 +22,22 @@ async def unreachable(url: str) -> str:
     raise ConnectionError(f"cannot reach {url}")
 
 
+ISSUED_TOKENS: list[str] = []
+"""Task tokens handed out by ``external_review`` (the CLI tests run the worker in-process)."""
+
+
+@activity.defn(retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50)))
+async def external_review(doc: str) -> str:
+    """Hands its task token to "another system" and returns; ``duro activity`` finishes it."""
+    ISSUED_TOKENS.append(activity.info().task_token)
+    activity.raise_complete_async()
+
+
+@workflow.defn
+async def review(doc: str) -> str:
+    return await external_review(doc)
+
+
 @workflow.defn
 async def hello(name: str) -> str:
     return await greet(name)
@@ -61,4 +77,4 @@ class Approval:
 
 def everything() -> list[object]:
     """For ``duro worker tests.cli_app:everything`` (a callable target)."""
-    return [hello, doomed, fetch, Approval, greet, unreachable]
+    return [hello, doomed, fetch, review, Approval, greet, unreachable, external_review]

@@ -30,7 +30,11 @@ from tests import cli_app
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: ``duro worker tests.cli_app`` imports the app from there."""
 
-APP_NAMES = {"hello", "doomed", "fetch", "Approval", "greet", "unreachable"}
+APP_NAMES = {"hello", "doomed", "fetch", "review", "Approval"} | {
+    "greet",
+    "unreachable",
+    "external_review",
+}
 DEADLINE = 15.0
 
 
@@ -218,6 +222,114 @@ def test_terminate(db_url: str, worker: ThreadWorker) -> None:
     assert "is closed (terminated)" in out.stderr
 
 
+def test_start_options(db_url: str, worker: ThreadWorker) -> None:
+    args = ("workflow", "start", "Approval", "--id", "opt", "--input", '"deploy"')
+    first = duro_json(
+        db_url,
+        *args,
+        "--request-id",
+        "req-1",
+        "--memo",
+        '{"ticket": "T-9"}',
+        "--search-attr",
+        'Customer="c-42"',
+        "--search-attr",
+        'Due={"datetime": "2026-12-01T09:00:00+00:00"}',
+        "--priority",
+        "3",
+        "--run-timeout",
+        "60",
+    )
+    # The same request id is an idempotent retry: same run, no error.
+    again = duro_json(db_url, *args, "--request-id", "req-1")
+    assert again["run_id"] == first["run_id"]
+    info = duro_json(db_url, "workflow", "describe", "opt")
+    assert info["memo"] == {"ticket": "T-9"}
+    found = duro_json(db_url, "workflow", "list", "--query", "Customer = 'c-42'")
+    assert [r["workflow_id"] for r in found] == ["opt"]
+    found = duro_json(db_url, "workflow", "list", "--query", "Due > '2026-11-30T00:00:00Z'")
+    assert [r["workflow_id"] for r in found] == ["opt"]
+
+    # Signal-with-start onto the running run (use_existing): no new run, the signal lands.
+    out = duro_json(
+        db_url,
+        *args,
+        "--id-conflict",
+        "use_existing",
+        "--signal",
+        "approve",
+        "--signal-input",
+        '"carol"',
+    )
+    assert out["run_id"] == first["run_id"]
+    result = duro_json(db_url, "workflow", "result", "opt", "--timeout", str(DEADLINE))
+    assert result["result"] == {"title": "deploy", "approved_by": "carol"}
+
+    # A closed id may not be reused under reject_duplicate.
+    out = duro(db_url, *args, "--id-reuse", "reject_duplicate", code=1)
+    assert "opt" in out.stderr
+
+    # Signal-with-start of a new run: the signal is in its history before its first task.
+    data = duro_json(
+        db_url,
+        "workflow",
+        "start",
+        "Approval",
+        "--id",
+        "sws",
+        "--input",
+        '"x"',
+        "--signal",
+        "approve",
+        "--signal-input",
+        '"dan"',
+        "--wait",
+    )
+    assert data["result"] == {"title": "x", "approved_by": "dan"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--signal-input", "1"), "--signal-input needs --signal NAME"),
+        (("--memo", "[1]"), "--memo must be a JSON object"),
+        (("--search-attr", "Customer"), "must be KEY=JSON"),
+        (("--search-attr", "C=[1]"), "must be a JSON string, number or boolean"),
+        (("--search-attr", 'D={"datetime": "soon"}'), "'soon' is not ISO 8601"),
+        (("--run-timeout", "0"), "--run-timeout must be positive"),
+        (("--id-conflict", "maybe"), "Invalid value for '--id-conflict'"),
+    ],
+)
+def test_start_option_errors(db_url: str, extra: tuple[str, ...], message: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["workflow", "start", "Approval", "--id", "e", *extra], env={"DURO_DB": db_url}
+    )
+    assert result.exit_code in (1, 2) and message in result.stderr, result.stderr
+    assert duro_json(db_url, "workflow", "list") == []
+
+
+def test_activity_complete_and_fail_by_token(db_url: str, worker: ThreadWorker) -> None:
+    cli_app.ISSUED_TOKENS.clear()
+    duro(db_url, "workflow", "start", "review", "--id", "rv", "--input", '"spec.md"')
+    token = wait_until(lambda: cli_app.ISSUED_TOKENS and cli_app.ISSUED_TOKENS[-1], "a token")
+    assert "heartbeat recorded" in duro(db_url, "activity", "heartbeat", token).stdout
+
+    # A failure is retried per the activity's retry policy: a new attempt, a new token.
+    duro(db_url, "activity", "fail", token, "--reason", "reviewer is out")
+    second = wait_until(
+        lambda: len(cli_app.ISSUED_TOKENS) == 2 and cli_app.ISSUED_TOKENS[1], "retry"
+    )
+    assert second != token
+    out = duro(db_url, "activity", "complete", token, "--result", '"late"', code=1)
+    assert "Error:" in out.stderr  # the first attempt is over
+
+    duro(db_url, "activity", "complete", second, "--result", '"approved"')
+    data = duro_json(db_url, "workflow", "result", "rv", "--timeout", str(DEADLINE))
+    assert data["result"] == "approved"
+    out = duro(db_url, "activity", "complete", "not-a-token", code=1)
+    assert "not an activity task token" in out.stderr
+
+
 # -- errors ---------------------------------------------------------------------------------------
 
 
@@ -295,8 +407,8 @@ def test_db_option_overrides_the_environment(db_url: str, tmp_path: Path) -> Non
 def test_load_target(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     workflows, activities = load_target("tests.cli_app")
-    assert {w.__name__ for w in workflows} == {"hello", "doomed", "fetch", "Approval"}
-    assert {a.__name__ for a in activities} == {"greet", "unreachable"}
+    assert {w.__name__ for w in workflows} == {"hello", "doomed", "fetch", "review", "Approval"}
+    assert {a.__name__ for a in activities} == {"greet", "unreachable", "external_review"}
     workflows, activities = load_target("tests.cli_app:everything")
     assert {x.__name__ for x in [*workflows, *activities]} == APP_NAMES
     assert load_target("tests.cli_app:Approval") == ([cli_app.Approval], [])

@@ -1,8 +1,9 @@
-"""Administrative commands: ``duro db``, ``duro schedule`` and ``duro namespace``."""
+"""Administrative commands: ``duro db``, ``schedule``, ``namespace``, ``limits``, ``activity``."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from duro._cli_common import (
     inputs_option,
     json_option,
     parse_args,
+    parse_json,
     redacted,
     run_action,
 )
@@ -384,3 +386,62 @@ def limits_delete(conn: Connection, scope: str, name: str) -> None:
 
     run_action(conn, action)
     click.echo(f"removed the {scope} limit of {name}")
+
+
+# -- activity -------------------------------------------------------------------------------------
+
+
+@click.group()
+def activity() -> None:
+    """Finish activities that complete asynchronously (``activity.raise_complete_async()``)."""
+
+
+def _token_action(conn: Connection, what: str, call: Callable[[Client], Awaitable[None]]) -> None:
+    """Run ``call(client)``; a malformed token or an attempt that is over is a clear error."""
+
+    async def action(client: Client) -> Any:
+        try:
+            return await call(client)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+
+    result = run_action(conn, action)
+    click.echo(what if result is None else f"{what}: {render.compact(result)}")
+
+
+@activity.command("complete")
+@click.argument("token")
+@click.option("--result", "result_json", metavar="JSON", help="The activity's result as JSON.")
+@connection_options
+def activity_complete(conn: Connection, token: str, result_json: str | None) -> None:
+    """Complete the activity attempt identified by TOKEN with a result."""
+    result = parse_json(result_json, "--result") if result_json is not None else None
+    _token_action(conn, "completed", lambda c: c.complete_activity(token, result))
+
+
+@activity.command("fail")
+@click.argument("token")
+@click.option("--reason", required=True, help="The failure message (the activity is retried).")
+@connection_options
+def activity_fail(conn: Connection, token: str, reason: str) -> None:
+    """Fail the activity attempt identified by TOKEN; its retry policy decides what follows."""
+    _token_action(conn, "failed", lambda c: c.fail_activity(token, reason))
+
+
+@activity.command("heartbeat")
+@click.argument("token")
+@click.option("--details", "details_json", metavar="JSON", help="Progress details as JSON.")
+@connection_options
+def activity_heartbeat(conn: Connection, token: str, details_json: str | None) -> None:
+    """Heartbeat the attempt; exits 1 if it was cancelled or is over."""
+    details = parse_json(details_json, "--details") if details_json is not None else None
+
+    async def action(client: Client) -> bool:
+        try:
+            return await client.heartbeat_activity(token, details)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+
+    if not run_action(conn, action):
+        raise CliError("the activity was cancelled or its attempt is over; stop working on it")
+    click.echo("heartbeat recorded")

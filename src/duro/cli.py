@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import traceback
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import click
 
 from duro import __version__
 from duro import _cli_render as render
-from duro.client import Client, WorkflowHandle
+from duro.client import Client, IdConflictPolicy, IdReusePolicy, WorkflowHandle
 from duro.definitions import activity_definition, workflow_definition
 from duro.errors import WorkflowFailureError
 from duro.history import Event, RunStatus
@@ -55,6 +56,7 @@ from duro._cli_common import (
     inputs_option,
     json_option,
     parse_args,
+    parse_json,
     redacted,
     run_action,
     run_id_option,
@@ -75,9 +77,9 @@ def workflow() -> None:
 
 
 def _register_admin() -> None:
-    from duro._cli_admin import db, limits, namespace, schedule
+    from duro._cli_admin import activity, db, limits, namespace, schedule
 
-    for group in (db, limits, namespace, schedule):
+    for group in (activity, db, limits, namespace, schedule):
         cli.add_command(group)
 
 
@@ -100,6 +102,37 @@ def main() -> None:
 @click.option("--args", "args_json", metavar="JSON_LIST", help="All arguments as one JSON list.")
 @click.option("--wait", is_flag=True, help="Wait for the run to close and print its result.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="With --wait: give up after.")
+@click.option(
+    "--id-conflict",
+    type=click.Choice([p.value for p in IdConflictPolicy]),
+    default=IdConflictPolicy.FAIL.value,
+    show_default=True,
+    help="When a run with this id is running.",
+)
+@click.option(
+    "--id-reuse",
+    type=click.Choice([p.value for p in IdReusePolicy]),
+    default=IdReusePolicy.ALLOW_DUPLICATE.value,
+    show_default=True,
+    help="When the id's last run is closed.",
+)
+@click.option("--request-id", help="Idempotency key: repeating the start returns the same run.")
+@click.option("--signal", "signal_name", metavar="NAME", help="Signal-with-start: send NAME.")
+@click.option(
+    "--signal-input", "signal_inputs", multiple=True, metavar="JSON", help="Argument of --signal."
+)
+@click.option("--memo", "memo_json", metavar="JSON_OBJECT", help="Memo shown by describe.")
+@click.option(
+    "--search-attr",
+    "search_attrs",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Typed search attribute, e.g. --search-attr 'Customer=\"c-42\"'.",
+)
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--concurrency-key", help="Key of a workflow_key flow limit.")
+@click.option("--execution-timeout", type=float, metavar="SECONDS", help="Whole chain limit.")
+@click.option("--run-timeout", type=float, metavar="SECONDS", help="Limit for each run.")
 @json_option
 @connection_options
 def start_cmd(
@@ -111,14 +144,53 @@ def start_cmd(
     args_json: str | None,
     wait: bool,
     timeout: float | None,
+    id_conflict: str,
+    id_reuse: str,
+    request_id: str | None,
+    signal_name: str | None,
+    signal_inputs: tuple[str, ...],
+    memo_json: str | None,
+    search_attrs: tuple[str, ...],
+    priority: int,
+    concurrency_key: str | None,
+    execution_timeout: float | None,
+    run_timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Start a run of workflow TYPE (its registered name)."""
+    """Start a run of workflow TYPE (its registered name).
+
+    With --signal, the signal is delivered in the same transaction as the start (to the running
+    run instead, with --id-conflict use_existing).
+    """
     args = parse_args(inputs, args_json)
+    if signal_inputs and signal_name is None:
+        raise click.UsageError("--signal-input needs --signal NAME")
+    start_signal = (
+        (signal_name, [parse_json(t, "--signal-input") for t in signal_inputs])
+        if signal_name is not None
+        else None
+    )
+    memo = parse_json(memo_json, "--memo") if memo_json is not None else None
+    if memo is not None and not isinstance(memo, dict):
+        raise CliError(f"--memo must be a JSON object, got {render.compact(memo)}")
+    attributes = _parse_search_attrs(search_attrs)
 
     async def action(client: Client) -> tuple[str, ExecutionInfo | None]:
         handle = await client.start_workflow(
-            workflow_type, *args, id=workflow_id, task_queue=task_queue
+            workflow_type,
+            *args,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=IdConflictPolicy(id_conflict),
+            id_reuse_policy=IdReusePolicy(id_reuse),
+            request_id=request_id,
+            start_signal=start_signal,
+            memo=memo,
+            search_attributes=attributes,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            execution_timeout=_seconds(execution_timeout, "--execution-timeout"),
+            run_timeout=_seconds(run_timeout, "--run-timeout"),
         )
         assert handle.run_id is not None
         if not as_json:
@@ -130,6 +202,38 @@ def start_cmd(
         sys.exit(_print_outcome(closed, as_json))
     if as_json:
         echo_json({"workflow_id": workflow_id, "run_id": run_id})
+
+
+def _parse_search_attrs(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=JSON`` pairs; ``{"datetime": "<ISO 8601>"}`` gives a datetime attribute."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CliError(f"--search-attr {item!r} must be KEY=JSON, e.g. 'Customer=\"c-42\"'")
+        value = parse_json(raw, f"--search-attr {key}=")
+        if isinstance(value, dict) and set(value) == {"datetime"}:
+            try:
+                value = datetime.fromisoformat(str(value["datetime"]))
+            except ValueError:
+                bad = value["datetime"]
+                raise CliError(f"--search-attr {key}: {bad!r} is not ISO 8601") from None
+        elif isinstance(value, dict | list) or value is None:
+            raise CliError(
+                f"--search-attr {key}: must be a JSON string, number or boolean "
+                f'(or {{"datetime": "2026-01-01T00:00:00Z"}}), got {render.compact(value)}'
+            )
+        out[key] = value
+    return out
+
+
+def _seconds(value: float | None, option: str) -> timedelta | None:
+    if value is None:
+        return None
+    if value <= 0:
+        raise CliError(f"{option} must be positive, got {value}")
+    return timedelta(seconds=value)
 
 
 @workflow.command("result")
