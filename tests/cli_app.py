@@ -59,6 +59,7 @@ class Approval:
 
     def __init__(self) -> None:
         self.approved_by: str | None = None
+        self.notes: list[str] = []
 
     @workflow.run
     async def run(self, title: str) -> dict[str, str]:
@@ -69,6 +70,17 @@ class Approval:
     @workflow.signal
     def approve(self, who: str) -> None:
         self.approved_by = who
+
+    @workflow.update
+    def note(self, text: str) -> int:
+        """Attach a note for the approver; returns how many notes there are."""
+        self.notes.append(text)
+        return len(self.notes)
+
+    @note.validator
+    def _check_note(self, text: str) -> None:
+        if not text.strip():
+            raise ValueError("a note needs text")
 
     @workflow.query
     def status(self) -> str:

@@ -308,6 +308,27 @@ def test_start_option_errors(db_url: str, extra: tuple[str, ...], message: str) 
     assert duro_json(db_url, "workflow", "list") == []
 
 
+def test_update_and_update_with_start(db_url: str, worker: ThreadWorker) -> None:
+    def update(*args: str) -> Any:
+        return json.loads(duro(db_url, "workflow", "update", "up", "note", *args).stdout)
+
+    # Update-with-start: the run does not exist yet; one command starts it and updates it.
+    start = ("--start", "Approval", "--start-input", '"launch"')
+    assert update("--input", '"a"', *start) == 1
+    # Again: the run exists now, so it is only updated.
+    assert update("--input", '"b"', *start) == 2
+    assert update("--input", '"c"') == 3
+    assert len(duro_json(db_url, "workflow", "list")) == 1
+
+    # The validator rejects; nothing is written to the history.
+    before = len(duro_json(db_url, "workflow", "show", "up")["events"])
+    out = duro(db_url, "workflow", "update", "up", "note", "--input", '" "', code=1)
+    assert "a note needs text" in out.stderr
+    assert len(duro_json(db_url, "workflow", "show", "up")["events"]) == before
+    out = duro(db_url, "workflow", "update", "up", "note", "--start-input", "1", code=2)
+    assert "--start-input needs --start TYPE" in out.stderr
+
+
 def test_activity_complete_and_fail_by_token(db_url: str, worker: ThreadWorker) -> None:
     cli_app.ISSUED_TOKENS.clear()
     duro(db_url, "workflow", "start", "review", "--id", "rv", "--input", '"spec.md"')

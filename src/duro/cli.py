@@ -459,6 +459,11 @@ def query_cmd(
 @run_id_option
 @click.option("--update-id", help="Idempotency key: the same id is one update.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Give up after (default: never).")
+@click.option(
+    "--start", "start_type", metavar="TYPE", help="Update-with-start: start TYPE unless ID runs."
+)
+@click.option("--start-input", "start_inputs", multiple=True, metavar="JSON", help="For --start.")
+@click.option("--task-queue", default="default", show_default=True, help="For --start.")
 @connection_options
 def update_cmd(
     conn: Connection,
@@ -468,14 +473,35 @@ def update_cmd(
     run_id: str | None,
     update_id: str | None,
     timeout: float | None,
+    start_type: str | None,
+    start_inputs: tuple[str, ...],
+    task_queue: str,
 ) -> None:
     """Send update NAME to a running workflow; print its handler's result as JSON.
 
-    The update's validator runs first: a rejected update changes nothing and exits 1.
+    The update's validator runs first: a rejected update changes nothing and exits 1. With
+    --start, the workflow is started in the same transaction when ID is not running.
     """
     args = parse_args(inputs)
+    if start_type is None and start_inputs:
+        raise click.UsageError("--start-input needs --start TYPE")
+    if start_type is not None and run_id is not None:
+        raise click.UsageError("--start and --run-id cannot be combined")
+    start_args = [parse_json(t, "--start-input") for t in start_inputs]
 
     async def action(client: Client) -> Any:
+        if start_type is not None:
+            _, result = await client.execute_update_with_start(
+                start_type,
+                *start_args,
+                id=workflow_id,
+                update=name,
+                update_args=args,
+                update_id=update_id,
+                timeout=timeout,
+                task_queue=task_queue,
+            )
+            return result
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
         return await handle.execute_update(name, *args, update_id=update_id, timeout=timeout)
 
