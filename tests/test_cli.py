@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -533,3 +535,16 @@ def test_db_status_and_migrate(tmp_path: Path) -> None:
     assert [m["version"] for m in data["applied"]] == list(range(1, latest + 1))
     after = runner.invoke(cli, ["db", "status", "--db", db])
     assert f"schema version {latest} of {latest} (up to date)" in after.output
+
+
+def test_every_command_is_documented() -> None:
+    """docs/cli.md lists every command, so a new command cannot ship undocumented."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    assert isinstance(cli, click.Group)
+    for name, command in cli.commands.items():
+        assert f"duro {name}" in text, f"docs/cli.md does not mention `duro {name}`"
+        if isinstance(command, click.Group):
+            for sub in command.commands:
+                assert re.search(rf"`({re.escape(name)} )?{sub}[` ]", text) or (
+                    f"duro {name} {sub}" in text
+                ), f"docs/cli.md does not document `duro {name} {sub}`"
