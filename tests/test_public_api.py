@@ -58,6 +58,7 @@ def test_workflow_exports() -> None:
         "ActivityHandle",
         "ChildWorkflowHandle",
         "ExternalWorkflowHandle",
+        "UpdateMethod",
         "WorkflowInfo",
         "continue_as_new",
         "defn",

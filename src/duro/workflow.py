@@ -35,7 +35,7 @@ import sys
 import uuid as _uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, NoReturn, TypeVar, overload
+from typing import Any, Literal, NoReturn, ParamSpec, Protocol, TypeVar, overload
 
 from duro.converter import Signature, signature_of, to_payloads
 from duro.definitions import (
@@ -57,6 +57,7 @@ __all__ = [
     "ActivityHandle",
     "ChildWorkflowHandle",
     "ExternalWorkflowHandle",
+    "UpdateMethod",
     "WorkflowInfo",
     "continue_as_new",
     "defn",
@@ -86,6 +87,8 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 ActivityHandle = asyncio.Future
 """``start_activity`` returns a future of the activity's result: await it, or cancel it."""
@@ -236,12 +239,28 @@ def signal(fn: Any = None, /, *, name: str | None = None) -> Any:
     return decorate(fn) if fn is not None else decorate
 
 
-@overload
-def update(fn: F, /) -> F: ...
+V = TypeVar("V", bound=Callable[..., Any])
+R_co = TypeVar("R_co", covariant=True)
+
+
+class UpdateMethod(Protocol[P, R_co]):
+    """What ``@workflow.update`` returns: the method unchanged, plus ``.validator``."""
+
+    __name__: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def validator(self, fn: V, /) -> V:
+        """Register ``fn`` (same arguments, returns None) as the update's validator."""
+        ...
 
 
 @overload
-def update(*, name: str | None = None) -> Callable[[F], F]: ...
+def update(fn: Callable[P, R], /) -> UpdateMethod[P, R]: ...
+
+
+@overload
+def update(*, name: str | None = None) -> Callable[[Callable[P, R]], UpdateMethod[P, R]]: ...
 
 
 def update(fn: Any = None, /, *, name: str | None = None) -> Any:
@@ -263,10 +282,10 @@ def update(fn: Any = None, /, *, name: str | None = None) -> Any:
                 raise ValueError("empty question")
     """
 
-    def decorate(f: F) -> F:
+    def decorate(f: Callable[..., Any]) -> Any:
         mark_handler(f, "update", name)
 
-        def validator(v: Callable[..., Any]) -> Callable[..., Any]:
+        def validator(v: V) -> V:
             set_validator(f, v)
             return v
 
