@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -175,6 +176,26 @@ async def test_update_with_start_starts_or_reuses_the_run(client: Client, worker
     assert answer2 == "answer to 'second'"
     await handle.signal(Assistant.finish)
     assert await handle.result(timeout=10) == ["first", "second"]
+
+
+async def test_update_with_start_takes_the_start_options(client: Client, worker: Worker) -> None:
+    handle, _ = await client.execute_update_with_start(
+        Assistant,
+        id="uws-opts",
+        update=Assistant.ask,
+        update_args=["q"],
+        search_attributes={"Customer": "c-7"},
+        priority=5,
+        run_timeout=timedelta(minutes=5),
+        memo={"source": "chat"},
+    )
+    assert [r.workflow_id for r in await client.list_workflows("Customer = 'c-7'")] == ["uws-opts"]
+    assert (await handle.describe()).memo == {"source": "chat"}
+    with pytest.raises(TypeError, match="colour"):
+        await client.execute_update_with_start(
+            Assistant, id="uws-bad", update=Assistant.ask, update_args=["q"], colour="red"
+        )
+    assert await client.count_workflows("WorkflowId = 'uws-bad'") == 0
 
 
 async def test_signal_with_start_delivers_the_signal_with_the_start(

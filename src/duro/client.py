@@ -145,33 +145,65 @@ class Client:
             PayloadEncodeError: an argument has no JSON form (nothing is stored).
             UnknownWorkflowTypeError: workers of ``task_queue`` do not register that type.
         """
+        handle, _ = await self._start(
+            workflow,
+            args,
+            self._start_request(
+                id=id,
+                task_queue=task_queue,
+                id_conflict_policy=id_conflict_policy,
+                id_reuse_policy=id_reuse_policy,
+                memo=memo,
+                request_id=request_id,
+                start_signal=start_signal,
+                execution_timeout=execution_timeout,
+                run_timeout=run_timeout,
+                search_attributes=search_attributes,
+                priority=priority,
+                concurrency_key=concurrency_key,
+            ),
+        )
+        return handle
+
+    def _start_request(
+        self,
+        *,
+        id: str,
+        task_queue: str = "default",
+        id_conflict_policy: IdConflictPolicy = IdConflictPolicy.FAIL,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE,
+        memo: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        start_signal: tuple[Callable[..., Any] | str, Sequence[Any]] | None = None,
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
+        search_attributes: dict[str, SearchAttributeValue] | None = None,
+        priority: int = 0,
+        concurrency_key: str | None = None,
+    ) -> StartRequest:
+        """The request of ``start_workflow``'s options (type and arguments are set by _start)."""
         signal = None
         if start_signal is not None:
             sig_name = _name_of(start_signal[0], "signal")
             what = f"argument of signal {sig_name!r}:"
             signal = (sig_name, to_payloads(start_signal[1], what=what))
-        handle, _ = await self._start(
-            workflow,
-            args,
-            StartRequest(
-                namespace=self.namespace,
-                workflow_id=id,
-                workflow_type="",
-                task_queue=task_queue,
-                args=[],
-                id_conflict_policy=IdConflictPolicy(id_conflict_policy),
-                id_reuse_policy=IdReusePolicy(id_reuse_policy),
-                memo=memo or {},
-                request_id=request_id,
-                signal=signal,
-                search_attributes=sa.encode_all(search_attributes or {}),
-                priority=priority,
-                concurrency_key=concurrency_key,
-                execution_timeout=execution_timeout.total_seconds() if execution_timeout else None,
-                run_timeout=run_timeout.total_seconds() if run_timeout else None,
-            ),
+        return StartRequest(
+            namespace=self.namespace,
+            workflow_id=id,
+            workflow_type="",
+            task_queue=task_queue,
+            args=[],
+            id_conflict_policy=IdConflictPolicy(id_conflict_policy),
+            id_reuse_policy=IdReusePolicy(id_reuse_policy),
+            memo=memo or {},
+            request_id=request_id,
+            signal=signal,
+            search_attributes=sa.encode_all(search_attributes or {}),
+            priority=priority,
+            concurrency_key=concurrency_key,
+            execution_timeout=execution_timeout.total_seconds() if execution_timeout else None,
+            run_timeout=run_timeout.total_seconds() if run_timeout else None,
         )
-        return handle
 
     async def _start(
         self, workflow: Any, args: Sequence[Any], req: StartRequest
@@ -217,30 +249,16 @@ class Client:
     ) -> tuple[WorkflowHandle, Any]:
         """Start the workflow unless it runs already, send it an update, wait for the result.
 
-        The start and the update request are one transaction; the conflict policy defaults to
-        ``USE_EXISTING`` so the call works whether or not the workflow is running. Returns the
-        handle and the update's result.
+        The start and the update request are one transaction; ``options`` are those of
+        ``start_workflow``, except that the conflict policy defaults to ``USE_EXISTING`` so the
+        call works whether or not the workflow is running. Returns the handle and the update's
+        result.
         """
         name = _name_of(update, "update")
         payloads = to_payloads(update_args, what=f"argument of update {name!r}:")
-        req = StartRequest(
-            namespace=self.namespace,
-            workflow_id=id,
-            workflow_type="",
-            task_queue=options.pop("task_queue", "default"),
-            args=[],
-            id_conflict_policy=IdConflictPolicy(
-                options.pop("id_conflict_policy", IdConflictPolicy.USE_EXISTING)
-            ),
-            id_reuse_policy=IdReusePolicy(
-                options.pop("id_reuse_policy", IdReusePolicy.ALLOW_DUPLICATE)
-            ),
-            memo=options.pop("memo", None) or {},
-            request_id=options.pop("request_id", None),
-            update=(name, payloads, update_id or uuid.uuid4().hex),
-        )
-        if options:
-            raise TypeError(f"unexpected option(s): {', '.join(sorted(options))}")
+        options.setdefault("id_conflict_policy", IdConflictPolicy.USE_EXISTING)
+        req = self._start_request(id=id, **options)
+        req.update = (name, payloads, update_id or uuid.uuid4().hex)
         handle, started = await self._start(workflow, args, req)
         request = started.update_request
         assert request is not None
