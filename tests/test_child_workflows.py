@@ -78,6 +78,37 @@ async def lead_that_leaves(policy: str) -> str:
     return "left"
 
 
+@workflow.defn
+class Waiter:
+    """A sub-agent waiting for its parent's go-ahead."""
+
+    def __init__(self) -> None:
+        self.go: str | None = None
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.go is not None)
+        return f"went with {self.go}"
+
+    @workflow.signal
+    def proceed(self, how: str) -> None:
+        self.go = how
+
+
+@workflow.defn
+async def lead_that_steers() -> list[str]:
+    signalled = workflow.start_child_workflow(Waiter, id="steer-signalled")
+    await signalled.signal(Waiter.proceed, "plan B")
+    doomed = workflow.start_child_workflow(Waiter, id="steer-cancelled")
+    await doomed.cancel()
+    outcomes = [await signalled]
+    try:
+        await doomed
+    except ChildWorkflowError as e:
+        outcomes.append(f"{e.status}")
+    return outcomes
+
+
 WORKFLOWS = [
     researcher,
     broken,
@@ -86,6 +117,8 @@ WORKFLOWS = [
     lead_with_failure,
     lead_with_id_clash,
     lead_that_leaves,
+    Waiter,
+    lead_that_steers,
 ]
 
 
@@ -142,3 +175,15 @@ async def test_parent_close_policy(
             break
         await asyncio.sleep(0.01)
     assert (await child.describe()).status == status
+
+
+async def test_parent_signals_and_cancels_its_children_through_their_handles(
+    client: Client, worker: Worker
+) -> None:
+    handle = await client.start_workflow(lead_that_steers, id="steer")
+    assert await handle.result(timeout=10) == ["went with plan B", "Canceled"]
+    child = await client.get_workflow_handle("steer-cancelled").describe()
+    assert child.status == RunStatus.CANCELED
+    defn = workflow_definition(lead_that_steers)
+    assert defn is not None
+    replay(defn, await handle.fetch_history())

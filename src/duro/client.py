@@ -29,7 +29,7 @@ from duro.converter import (
     to_payload,
     to_payloads,
 )
-from duro.definitions import handler_mark, workflow_definition
+from duro.definitions import handler_name, workflow_definition
 from duro.engine.schedules import OverlapPolicy, ScheduleAction, ScheduleSpec
 from duro.engine.start import IdConflictPolicy, IdReusePolicy, StartRequest
 from duro.errors import (
@@ -67,15 +67,6 @@ DEFAULT_DB = "sqlite:///duro.db"
 
 WorkflowExecution = ExecutionInfo
 """What ``describe()`` and ``list_workflows()`` return: ids, status, times, result/failure."""
-
-
-def _name_of(target: Any, kind: str) -> str:
-    if isinstance(target, str):
-        return target
-    mark = handler_mark(target)
-    if mark is not None and mark[0] == kind:
-        return mark[1]
-    raise TypeError(f"{target!r} is not a @workflow.{kind} method; pass the method or its name")
 
 
 class Client:
@@ -184,7 +175,7 @@ class Client:
         """The request of ``start_workflow``'s options (type and arguments are set by _start)."""
         signal = None
         if start_signal is not None:
-            sig_name = _name_of(start_signal[0], "signal")
+            sig_name = handler_name(start_signal[0], "signal")
             what = f"argument of signal {sig_name!r}:"
             signal = (sig_name, to_payloads(start_signal[1], what=what))
         return StartRequest(
@@ -254,7 +245,7 @@ class Client:
         call works whether or not the workflow is running. Returns the handle and the update's
         result.
         """
-        name = _name_of(update, "update")
+        name = handler_name(update, "update")
         payloads = to_payloads(update_args, what=f"argument of update {name!r}:")
         options.setdefault("id_conflict_policy", IdConflictPolicy.USE_EXISTING)
         req = self._start_request(id=id, **options)
@@ -520,7 +511,7 @@ class WorkflowHandle:
             UnknownHandlerError: the workflow type defines no such signal.
             WorkflowClosedError: the run is closed.
         """
-        name = _name_of(signal, "signal")
+        name = handler_name(signal, "signal")
         await self._check_handler("signal", name)
         payloads = to_payloads(args, what=f"argument of signal {name!r}:")
         await self.client.store.signal_workflow(
@@ -540,7 +531,7 @@ class WorkflowHandle:
             UnknownHandlerError: the workflow type defines no such query.
             QueryError: the handler raised, or no worker answered within ``timeout`` seconds.
         """
-        name = _name_of(query, "query")
+        name = handler_name(query, "query")
         await self._check_handler("query", name)
         if result_type is None and not isinstance(query, str):
             from duro.converter import signature_of
@@ -594,7 +585,7 @@ class WorkflowHandle:
             UpdateFailedError: the validator rejected it, or the handler raised.
             TimeoutError: ``timeout`` passed (the update may still complete).
         """
-        name = _name_of(update, "update")
+        name = handler_name(update, "update")
         await self._check_handler("update", name)
         if result_type is None and not isinstance(update, str):
             from duro.converter import signature_of

@@ -120,6 +120,18 @@ def handler_mark(fn: Any) -> tuple[str, str] | None:
     return mark if isinstance(mark, tuple) else None
 
 
+def handler_name(handler: Callable[..., Any] | str, kind: str) -> str:
+    """The registered name of a ``@workflow.<kind>`` method, or ``handler`` if it is a name."""
+    if isinstance(handler, str):
+        return handler
+    mark = handler_mark(handler)
+    if mark is None or mark[0] != kind:
+        raise TypeError(
+            f"{handler!r} is not a @workflow.{kind} method; pass the method or its name"
+        )
+    return mark[1]
+
+
 _VALIDATOR_ATTR = "__duro_validator__"
 
 

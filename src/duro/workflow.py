@@ -41,6 +41,7 @@ from duro.converter import Signature, signature_of, to_payloads
 from duro.definitions import (
     WorkflowDefinition,
     handler_mark,
+    handler_name,
     make_handler,
     mark_handler,
     set_validator,
@@ -444,18 +445,11 @@ class ExternalWorkflowHandle:
         self.run_id = run_id
 
     async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
-        name = signal if isinstance(signal, str) else _handler_name(signal, "signal")
+        name = handler_name(signal, "signal")
         await _context.current().signal_external(self.id, self.run_id, name, args)
 
     async def cancel(self) -> None:
         await _context.current().cancel_external(self.id, self.run_id)
-
-
-def _handler_name(fn: Callable[..., Any], kind: str) -> str:
-    mark = handler_mark(fn)
-    if mark is None or mark[0] != kind:
-        raise TypeError(f"{fn!r} is not a @workflow.{kind} method; pass the method or its name")
-    return mark[1]
 
 
 def get_external_workflow_handle(

@@ -32,6 +32,7 @@ from duro.definitions import (
     DEFAULT_START_TO_CLOSE,
     WorkflowDefinition,
     activity_definition,
+    handler_name,
     workflow_definition,
 )
 from duro.errors import (
@@ -93,11 +94,18 @@ class ContinueAsNewRequest(BaseException):
 
 
 class ChildWorkflowHandle:
-    """A started (or starting) child workflow: await it for its result."""
+    """A started (or starting) child workflow: await it for its result, signal it, cancel it."""
 
-    def __init__(self, workflow_id: str, started: asyncio.Future[str], result: asyncio.Future[Any]):
+    def __init__(
+        self,
+        instance: WorkflowInstance,
+        workflow_id: str,
+        started: asyncio.Future[str],
+        result: asyncio.Future[Any],
+    ):
         self.id = workflow_id
         self.run_id: str | None = None
+        self._instance = instance
         self._started = started
         self._result = result
 
@@ -106,6 +114,18 @@ class ChildWorkflowHandle:
         run_id = await self._started
         self.run_id = run_id
         return run_id
+
+    async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
+        """Send the child a signal (once it started)."""
+        name = handler_name(signal, "signal")
+        run_id = await self.wait_started()
+        await self._instance.signal_external(self.id, run_id, name, args)
+
+    async def cancel(self) -> None:
+        """Ask the child to cancel (once it started); awaiting the handle then raises
+        ``ChildWorkflowError`` caused by its cancellation, unless the child handles it."""
+        run_id = await self.wait_started()
+        await self._instance.cancel_external(self.id, run_id)
 
     def __await__(self) -> Any:
         return self._result.__await__()
@@ -488,7 +508,7 @@ class WorkflowInstance:
         result: asyncio.Future[Any] = self.loop.create_future()
         hint = defn.run_signature.return_hint if defn is not None else Any
         self._children[seq] = _PendingChild(started, result, workflow_type, hint)
-        return ChildWorkflowHandle(child_id, started, result)
+        return ChildWorkflowHandle(self, child_id, started, result)
 
     def _apply_WorkflowExecutionCancelRequested(self, event: Event) -> None:
         if self._main is not None and not self._main.done():
