@@ -269,8 +269,15 @@ async def test_cancel_raises_cancelled_error_in_the_workflow(
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result(timeout=10)
     assert info.value.status == "Canceled"
-    kinds = [e.type.value for e in await handle.fetch_history()]
+    assert str(info.value.cause) == "Canceled: user changed their mind"  # the reason reaches you
+    history = await handle.fetch_history()
+    kinds = [e.type.value for e in history]
     assert kinds[-3:] == ["WorkflowTaskCompleted", "TimerCanceled", "WorkflowExecutionCanceled"]
+    assert history[-1].attrs == {"reason": "user changed their mind"}
+    assert (await handle.describe()).failure == {
+        "type": "Canceled",
+        "message": "user changed their mind",
+    }
 
 
 async def test_terminate_closes_at_once(client: Client, worker: Worker) -> None:

@@ -152,10 +152,13 @@ class FailWorkflow:
 
 @dataclass(frozen=True, slots=True)
 class CancelWorkflow:
+    reason: str = ""
+    """The reason given to ``handle.cancel(reason)``, shown as the run's failure."""
+
     event_type = EventType.WORKFLOW_EXECUTION_CANCELED
 
     def attrs(self) -> dict[str, Any]:
-        return {}
+        return {"reason": self.reason} if self.reason else {}
 
     def key(self) -> tuple[Any, ...]:
         return (self.event_type,)

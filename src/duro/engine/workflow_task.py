@@ -118,7 +118,8 @@ def complete_workflow_task(
             t.close, t.failure = RunStatus.FAILED, command.failure
             break
         elif isinstance(command, CancelWorkflow):
-            t.close = RunStatus.CANCELED
+            message = command.reason or "canceled"
+            t.close, t.failure = RunStatus.CANCELED, {"type": "Canceled", "message": message}
             break
         elif isinstance(command, ContinueAsNew):
             t.append[-1] = NewEvent(

@@ -168,6 +168,7 @@ class WorkflowInstance:
         # typeshed marks every loop method abstract; asyncio itself does not.
         self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         self.workflow_time = info.start_time.timestamp()
+        self._cancel_reason = ""
         self.replaying = False
         self.last_event_id = 0
         self.closed = False
@@ -511,6 +512,7 @@ class WorkflowInstance:
         return ChildWorkflowHandle(self, child_id, started, result)
 
     def _apply_WorkflowExecutionCancelRequested(self, event: Event) -> None:
+        self._cancel_reason = self._cancel_reason or str(event.attrs.get("reason") or "")
         if self._main is not None and not self._main.done():
             self._main.cancel()
 
@@ -532,7 +534,7 @@ class WorkflowInstance:
         if self.task_error is not None:
             return
         if task.cancelled():
-            self.add_command(cmd.CancelWorkflow())
+            self.add_command(cmd.CancelWorkflow(self._cancel_reason))
             self.closed = True
             return
         exc = task.exception()
