@@ -259,3 +259,40 @@ async def test_schedule_cli(client: Client, db_url: str) -> None:
         ["schedule", "create", "x", "--workflow", "w", "--cron", "99 * * * *", "--db", db_url],
     )
     assert bad.exit_code == 1 and "bad cron expression" in bad.output
+
+    hourly = json.loads(
+        await duro(
+            "schedule",
+            "create",
+            "hourly",
+            "--workflow",
+            "daily_digest",
+            "--every",
+            "1h",
+            "--offset",
+            "5m",
+            "--start-at",
+            "2030-01-01T00:00:00Z",
+            "--end-at",
+            "2030-01-02T00:00:00Z",
+            "--catchup-window",
+            "2h",
+            "--paused",
+            "--note",
+            "waiting for launch",
+        )
+    )
+    assert hourly["paused"] is True and hourly["note"] == "waiting for launch"
+    assert hourly["catchup_window"] == 7200
+    assert hourly["spec"]["offset"] == 300
+    assert hourly["spec"]["start_at"] == datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+    for args, message in [
+        (("--start-at", "tomorrow"), "--start-at 'tomorrow' is not an ISO time"),
+        (("--catchup-window", "0"), "--catchup-window must be positive"),
+    ]:
+        bad = await asyncio.to_thread(
+            runner.invoke,
+            cli,
+            ["schedule", "create", "y", "--workflow", "w", "--every", "1h", *args, "--db", db_url],
+        )
+        assert bad.exit_code == 1 and message in bad.output, bad.output

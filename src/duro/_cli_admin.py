@@ -109,6 +109,7 @@ def _schedule_json(info: ScheduleInfo) -> dict[str, Any]:
         "args": info.action.args,
         "spec": info.spec.to_dict(),
         "overlap": info.overlap.value,
+        "catchup_window": info.catchup_window,
         "paused": info.paused,
         "note": info.note,
         "next_runs": [render.json_time(t) for t in upcoming(info)],
@@ -129,6 +130,15 @@ def _parse_duration(text: str) -> float:
         raise CliError(f"bad duration {text!r}: use e.g. 30s, 15m, 2h or 1d") from None
 
 
+def _parse_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time; without an offset it is UTC."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{option} {text!r} is not an ISO time, e.g. 2026-01-01T09:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 @schedule.command("create")
 @click.argument("schedule_id", metavar="ID")
 @click.option("--workflow", "workflow_type", required=True, help="Workflow type to start.")
@@ -143,6 +153,18 @@ def _parse_duration(text: str) -> float:
     show_default=True,
 )
 @click.option("--task-queue", default="default", show_default=True)
+@click.option("--offset", metavar="DURATION", help="Shift --every times, e.g. 5m past the hour.")
+@click.option("--start-at", metavar="ISO_TIME", help="Fire no earlier than this.")
+@click.option("--end-at", metavar="ISO_TIME", help="Fire no later than this.")
+@click.option(
+    "--catchup-window",
+    metavar="DURATION",
+    default="1d",
+    show_default=True,
+    help="Times missed longer ago than this (no worker ran) are skipped.",
+)
+@click.option("--paused", is_flag=True, help="Create it paused.")
+@click.option("--note", help="Why it exists (shown by describe).")
 @inputs_option
 @connection_options
 def schedule_create(
@@ -155,6 +177,12 @@ def schedule_create(
     jitter: str | None,
     overlap: str,
     task_queue: str,
+    offset: str | None,
+    start_at: str | None,
+    end_at: str | None,
+    catchup_window: str,
+    paused: bool,
+    note: str | None,
     inputs: tuple[str, ...],
 ) -> None:
     """Create schedule ID that starts --workflow at --cron times and/or --every interval."""
@@ -162,11 +190,17 @@ def schedule_create(
         spec = ScheduleSpec(
             cron=cron,
             interval=_parse_duration(every) if every else None,
+            offset=_parse_duration(offset) if offset else 0.0,
             timezone=timezone,
             jitter=_parse_duration(jitter) if jitter else 0.0,
+            start_at=_parse_time(start_at, "--start-at").timestamp() if start_at else None,
+            end_at=_parse_time(end_at, "--end-at").timestamp() if end_at else None,
         )
     except ValueError as e:
         raise CliError(str(e)) from None
+    catchup = _parse_duration(catchup_window)
+    if catchup <= 0:
+        raise CliError(f"--catchup-window must be positive, got {catchup_window!r}")
     args = parse_args(inputs)
 
     async def action(client: Client) -> ScheduleInfo:
@@ -177,6 +211,9 @@ def schedule_create(
             spec=spec,
             task_queue=task_queue,
             overlap=OverlapPolicy(overlap),
+            catchup_window=timedelta(seconds=catchup),
+            paused=paused,
+            note=note,
         )
         return await handle.describe()
 
@@ -254,13 +291,7 @@ _schedule_op("delete", "Delete the schedule (runs it started are not affected)."
 @connection_options
 def schedule_backfill(conn: Connection, schedule_id: str, start: str, end: str) -> None:
     """Start the runs of every time in [start, end] not run already; prints their ids."""
-    try:
-        start_at = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        end_at = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise CliError(f"bad time: {e}") from None
-    start_at = start_at if start_at.tzinfo else start_at.replace(tzinfo=UTC)
-    end_at = end_at if end_at.tzinfo else end_at.replace(tzinfo=UTC)
+    start_at, end_at = _parse_time(start, "--start"), _parse_time(end, "--end")
 
     async def action(client: Client) -> list[str]:
         return await client.get_schedule_handle(schedule_id).backfill(start_at, end_at)
