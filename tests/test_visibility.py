@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -128,6 +130,45 @@ async def test_search_attributes_set_at_start_and_upserted(client: Client) -> No
         await client.list_workflows("Colour = 'red'")
     with pytest.raises(ValueError, match="search attribute 'Tags' must be"):
         await client.start_workflow(Ticket, id="bad", search_attributes={"Tags": ["a"]})  # type: ignore[dict-item]
+
+
+async def test_registered_and_once_used_names_stay_queryable(client: Client) -> None:
+    # Before any run sets it, a name is a likely typo...
+    with pytest.raises(QuerySyntaxError, match="unknown field 'Stage'"):
+        await client.count_workflows("Stage = 'review'")
+    # ...unless registered ahead of use: then it simply matches nothing yet.
+    await client.register_search_attributes("Stage")
+    assert await client.count_workflows("Stage = 'review'") == 0
+    with pytest.raises(ValueError, match="built-in field"):
+        await client.register_search_attributes("WorkflowId")
+    with pytest.raises(ValueError, match="must be an identifier"):
+        await client.register_search_attributes("not a name")
+
+    # A name set by a run stays known after retention deleted every run that had it.
+    handle = await client.start_workflow(Ticket, id="gone", search_attributes={"Team": "ml"})
+    await handle.terminate("done")
+    assert await client.count_workflows("Team = 'ml'") == 1
+    assert handle.run_id is not None
+    assert await client.store.delete_runs([handle.run_id]) == 1
+    assert await client.count_workflows("Team = 'ml'") == 0
+    assert await client.search_attribute_names() == ["Stage", "Team"]
+
+
+def test_cli_search_attributes(db_url: str) -> None:
+    from click.testing import CliRunner
+
+    from duro.cli import cli
+
+    def duro(*args: str) -> Any:
+        out = CliRunner().invoke(cli, [*args, "--db", db_url])
+        return out.exit_code, out.output
+
+    code, out = duro("namespace", "search-attributes", "--add", "Stage", "--add", "Owner")
+    assert code == 0 and json.loads(out) == ["Owner", "Stage"]
+    code, out = duro("workflow", "count", "--query", "Owner = 'ann'")
+    assert code == 0 and out.strip().endswith("0")
+    code, out = duro("namespace", "search-attributes", "--add", "Status")
+    assert code == 1 and "'Status' is a built-in field" in out
 
 
 async def test_cli_count(client: Client, db_url: str) -> None:

@@ -334,6 +334,24 @@ def namespace_describe(conn: Connection, as_json: bool) -> None:
         )
 
 
+@namespace.command("search-attributes")
+@click.option("--add", "names", multiple=True, metavar="NAME", help="Register NAME (repeatable).")
+@connection_options
+def namespace_search_attributes(conn: Connection, names: tuple[str, ...]) -> None:
+    """List the namespace's search attribute names; --add registers names before any run sets
+    them, so queries naming them match nothing instead of failing as a likely typo."""
+
+    async def action(client: Client) -> list[str]:
+        if names:
+            try:
+                await client.register_search_attributes(*names)
+            except ValueError as e:
+                raise CliError(str(e)) from None
+        return await client.search_attribute_names()
+
+    echo_json(run_action(conn, action))
+
+
 @namespace.command("set")
 @click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), required=True)
 @click.option("--archive-dir", metavar="DIR", help="Export closed runs here before deleting.")

@@ -52,7 +52,7 @@ from duro.store.protocol import (
     ScheduleInfo,
     StartResult,
 )
-from duro.visibility import parse_query
+from duro.visibility import FIELDS, parse_query
 
 __all__ = [
     "Client",
@@ -362,6 +362,20 @@ class Client:
         settings = NamespaceSettings(self.namespace, retention.total_seconds(), archive_dir)
         await self.store.set_namespace_settings(settings)
         return settings
+
+    async def register_search_attributes(self, *names: str) -> None:
+        """Make names queryable before any run sets them (otherwise a query naming one fails
+        as a likely typo). Names a run sets are registered by that run."""
+        for name in names:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"search attribute name {name!r} must be an identifier")
+            if name in FIELDS:
+                raise ValueError(f"{name!r} is a built-in field, not a search attribute")
+        await self.store.register_search_attributes(self.namespace, list(names))
+
+    async def search_attribute_names(self) -> list[str]:
+        """The namespace's search attribute names (set by runs or registered)."""
+        return await self.store.search_attribute_names(self.namespace)
 
     async def complete_activity(self, task_token: str, result: Any = None) -> None:
         """Finish an activity that called ``activity.raise_complete_async()``.

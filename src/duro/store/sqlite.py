@@ -643,6 +643,12 @@ class SQLiteStore:
     async def set_namespace_settings(self, settings: NamespaceSettings) -> None:
         await self._call(ops.set_namespace_settings, settings)
 
+    async def register_search_attributes(self, namespace: str, names: list[str]) -> None:
+        await self._call(ops.register_search_attributes, namespace, names)
+
+    async def search_attribute_names(self, namespace: str) -> list[str]:
+        return await self._call(ops.search_attribute_names, namespace, readonly=True)
+
     async def expired_runs(self, namespace: str, retention: float, limit: int) -> list[str]:
         return await self._call(ops.expired_runs, namespace, retention, limit, readonly=True)
 

@@ -969,18 +969,29 @@ def _check_attribute_names(tx: Tx, namespace: str, cond: Condition) -> None:
     names = _custom_names(cond)
     if not names:
         return
-    known = SYSTEM_SEARCH_ATTRIBUTES | {
-        r[0]
-        for r in tx.conn.execute(
-            "SELECT DISTINCT name FROM search_attributes WHERE namespace = ?", (namespace,)
-        ).fetchall()
-    }
+    known = SYSTEM_SEARCH_ATTRIBUTES | set(search_attribute_names(tx, namespace))
     unknown = sorted(names - known)
     if unknown:
         raise QuerySyntaxError(
             f"unknown field {unknown[0]!r}: not a built-in field ({', '.join(FIELDS)}) nor a "
-            f"search attribute set in this namespace ({', '.join(sorted(known)) or 'none'})"
+            f"search attribute of this namespace ({', '.join(sorted(known)) or 'none'}); "
+            "register a name before any run sets it with client.register_search_attributes"
         )
+
+
+def search_attribute_names(tx: Tx, namespace: str) -> list[str]:
+    """Names set by any run of the namespace (ever) or registered ahead of use."""
+    rows = tx.conn.execute(
+        "SELECT name FROM search_attribute_names WHERE namespace = ? ORDER BY name", (namespace,)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def register_search_attributes(tx: Tx, namespace: str, names: list[str]) -> None:
+    tx.conn.executemany(
+        "INSERT OR IGNORE INTO search_attribute_names (namespace, name) VALUES (?, ?)",
+        [(namespace, name) for name in names],
+    )
 
 
 def count_workflows(tx: Tx, namespace: str, query: Query | None) -> int:

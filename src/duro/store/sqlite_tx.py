@@ -409,6 +409,10 @@ def _upsert_search_attributes(tx: Tx, run: RunRecord, attrs: dict[str, Any]) -> 
             "str_value = excluded.str_value, num_value = excluded.num_value",
             (run.run_id, run.namespace, name, str_value, num_value),
         )
+        tx.conn.execute(
+            "INSERT OR IGNORE INTO search_attribute_names (namespace, name) VALUES (?, ?)",
+            (run.namespace, name),
+        )
 
 
 def _apply_parent_close_policy(tx: Tx, parent: RunRecord) -> None:
