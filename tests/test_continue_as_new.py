@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from duro import Client, RunStatus, Worker, activity, workflow
 from duro.history import EventType
+from duro.runtime import instance
 
 
 @activity.defn
@@ -95,3 +98,31 @@ async def test_info_reports_history_and_run_chain(client: Client) -> None:
         info = await current.query(Conversation.info)
     assert info["from"] == handle.run_id
     assert info["length"] >= 1
+
+
+@workflow.defn
+async def summarizer(total: int, done: int = 0) -> dict[str, int]:
+    """Replies until the history grows past the suggestion, then continues as new."""
+    while done < total:
+        await reply(f"message {done}")
+        done += 1
+        info = workflow.info()
+        if info.continue_as_new_suggested and done < total:
+            workflow.continue_as_new(total, done)
+    return {"done": done, "length": workflow.info().history_length}
+
+
+async def test_info_suggests_continuing_once_the_history_is_long(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real thresholds are 10,000 events / 10 MiB; a small one keeps the test fast.
+    monkeypatch.setattr(instance, "CONTINUE_AS_NEW_EVENTS", 20)
+    async with Worker(client, workflows=[summarizer], activities=[reply]):
+        result = await client.execute_workflow(summarizer, 12, id="long")
+    runs = await client.list_workflows("WorkflowId = 'long' ORDER BY StartTime ASC")
+    assert len(runs) > 1 and runs[-1].status == RunStatus.COMPLETED
+    assert result["done"] == 12
+    for run in runs:
+        history = await client.store.get_history(run.run_id)
+        # Each run continued as soon as the suggestion came, so none grew far past it.
+        assert len(history) < 20 + 8, len(history)

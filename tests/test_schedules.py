@@ -148,6 +148,35 @@ async def test_interval_schedule_fires_and_tags_runs(client: Client) -> None:
             await handle.describe()
 
 
+async def test_two_workers_and_a_restart_never_fire_a_time_twice(db_url: str) -> None:
+    """Every worker sweeps schedules; the store lets one of them fire each time, and a schedule
+    carries on from its stored state after all workers stopped."""
+    async with await Client.connect(db_url) as a, await Client.connect(db_url) as b:
+        handle = await a.create_schedule("tick", daily_digest, "t", spec=ScheduleSpec(interval=0.1))
+        async with (
+            Worker(a, workflows=[daily_digest], activities=[digest]),
+            Worker(b, workflows=[daily_digest], activities=[digest]),
+        ):
+            await asyncio.sleep(1.0)
+        before = (await handle.describe()).fired
+        await asyncio.sleep(0.3)  # no worker: nothing fires
+        assert (await handle.describe()).fired == before
+
+    async with await Client.connect(db_url) as c:
+        async with Worker(c, workflows=[daily_digest], activities=[digest]):
+
+            async def fired_again() -> bool:
+                return (await c.get_schedule_handle("tick").describe()).fired >= before + 3
+
+            await wait_until(fired_again)
+            await c.get_schedule_handle("tick").pause()
+        info = await c.get_schedule_handle("tick").describe()
+        runs = await c.list_workflows("ScheduleId = 'tick'", limit=1000)
+        ids = [r.workflow_id for r in runs]
+        assert len(ids) == len(set(ids)) == info.fired  # one run per time, each time once
+        assert before >= 5
+
+
 async def test_skip_overlap_trigger_and_backfill(client: Client) -> None:
     async with Worker(client, workflows=[slow_job, daily_digest], activities=[digest]):
         slow = await client.create_schedule(
