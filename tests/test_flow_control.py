@@ -116,5 +116,35 @@ async def test_limits_are_listed_and_validated(client: Client) -> None:
     assert await client.flow_limits() == []
     with pytest.raises(ValueError, match="scope must be"):
         await client.set_flow_limit("model", "x", max_concurrent=1)
-    with pytest.raises(ValueError, match="max_concurrent, rate_per_second or both"):
+    with pytest.raises(ValueError, match="max_concurrent, a rate or both"):
         await client.set_flow_limit("activity_type", "x")
+    limit = await client.set_flow_limit("activity_type", "call_model", rate_per_minute=90)
+    assert limit.rate == 1.5
+    with pytest.raises(ValueError, match="not both"):
+        await client.set_flow_limit("activity_type", "x", rate_per_second=1, rate_per_minute=60)
+
+
+def test_limits_cli(db_url: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from duro.cli import cli
+
+    def duro(*args: str) -> tuple[int, str]:
+        out = CliRunner().invoke(cli, [*args, "--db", db_url])
+        return out.exit_code, out.output
+
+    code, out = duro("limits", "set", "activity_type", "call_model", "--max-concurrent", "8")
+    assert code == 0 and json.loads(out)["max_concurrent"] == 8
+    code, out = duro("limits", "set", "task_queue", "gpu", "--rate", "300/m", "--burst", "5")
+    assert code == 0 and json.loads(out)["rate_per_second"] == 5.0
+    code, out = duro("limits", "list")
+    assert code == 0 and [(x["scope"], x["name"]) for x in json.loads(out)] == [
+        ("activity_type", "call_model"),
+        ("task_queue", "gpu"),
+    ]
+    code, out = duro("limits", "set", "task_queue", "gpu", "--rate", "fast")
+    assert code == 1 and "--rate 'fast' must be a positive rate" in out
+    code, out = duro("limits", "delete", "task_queue", "gpu")
+    assert code == 0 and "removed the task_queue limit of gpu" in out

@@ -384,11 +384,24 @@ def _limit_json(limit: FlowLimit) -> dict[str, Any]:
     }
 
 
+def _parse_rate(text: str) -> float:
+    """``5``, ``5/s`` or ``300/m`` -> starts per second."""
+    number, _, unit = text.partition("/")
+    per = {"": 1.0, "s": 1.0, "m": 60.0}.get(unit.strip())
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if per is None or value <= 0:
+        raise CliError(f"--rate {text!r} must be a positive rate per second or minute: 5/s, 300/m")
+    return value / per
+
+
 @limits.command("set")
 @click.argument("scope", type=click.Choice(["activity_type", "task_queue", "workflow_key"]))
 @click.argument("name")
 @click.option("--max-concurrent", type=click.IntRange(min=1))
-@click.option("--rate", "rate", type=click.FloatRange(min=0, min_open=True), help="Starts/s.")
+@click.option("--rate", "rate_text", metavar="N[/s|/m]", help="Starts per second (or /m: minute).")
 @click.option("--burst", type=click.FloatRange(min=1))
 @connection_options
 def limits_set(
@@ -396,10 +409,14 @@ def limits_set(
     scope: str,
     name: str,
     max_concurrent: int | None,
-    rate: float | None,
+    rate_text: str | None,
     burst: float | None,
 ) -> None:
-    """Set the limit of SCOPE NAME (e.g. activity_type call_model --max-concurrent 8)."""
+    """Set the limit of SCOPE NAME (e.g. activity_type call_model --max-concurrent 8 --rate 60/m).
+
+    A rate is starts per second (``5`` or ``5/s``) or per minute (``300/m``).
+    """
+    rate = _parse_rate(rate_text) if rate_text is not None else None
 
     async def action(client: Client) -> FlowLimit:
         try:

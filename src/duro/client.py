@@ -320,6 +320,7 @@ class Client:
         *,
         max_concurrent: int | None = None,
         rate_per_second: float | None = None,
+        rate_per_minute: float | None = None,
         burst: float | None = None,
     ) -> FlowLimit:
         """Limit, across every worker of the namespace, an activity type or task queue
@@ -333,8 +334,14 @@ class Client:
             raise ValueError(
                 f"scope must be 'activity_type', 'task_queue' or 'workflow_key', not {scope!r}"
             )
+        if rate_per_minute is not None:
+            if rate_per_second is not None:
+                raise ValueError("give rate_per_second or rate_per_minute, not both")
+            if rate_per_minute <= 0:
+                raise ValueError("rate_per_minute must be positive")
+            rate_per_second = rate_per_minute / 60
         if max_concurrent is None and rate_per_second is None:
-            raise ValueError("give max_concurrent, rate_per_second or both")
+            raise ValueError("give max_concurrent, a rate or both")
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         if rate_per_second is not None and (rate_per_second <= 0 or scope == "workflow_key"):
