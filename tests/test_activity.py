@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -225,3 +226,39 @@ async def test_schedule_to_start_timeout_when_no_worker_takes_it(client: Client)
         client, workflows=[render], heartbeat_interval=timedelta(milliseconds=100)
     ):  # no worker serves the "gpu" queue
         assert await client.execute_workflow(render, id=wid()) == "schedule_to_start after 1"
+
+
+SYNC_STOPPED: list[int] = []
+
+
+@activity.defn(heartbeat_timeout=timedelta(seconds=5))
+def crunch(rows: int) -> int:
+    """A blocking activity (run in a thread) that polls for cancellation between chunks."""
+    done = 0
+    while done < rows:
+        activity.heartbeat(done)
+        if activity.is_cancelled():
+            SYNC_STOPPED.append(done)
+            raise asyncio.CancelledError
+        time.sleep(0.02)
+        done += 1
+    return done
+
+
+@workflow.defn
+async def impatient_crunch() -> str:
+    try:
+        await asyncio.wait_for(workflow.execute_activity(crunch, 10_000), timeout=0.3)
+    except TimeoutError:
+        return "gave up"
+    return "done"
+
+
+async def test_blocking_activity_polls_is_cancelled(client: Client) -> None:
+    async with Worker(client, workflows=[impatient_crunch], activities=[crunch]):
+        assert await client.execute_workflow(impatient_crunch, id=wid()) == "gave up"
+        for _ in range(250):
+            if SYNC_STOPPED:
+                break
+            await asyncio.sleep(0.02)
+    assert len(SYNC_STOPPED) == 1 and 0 < SYNC_STOPPED[0] < 10_000
