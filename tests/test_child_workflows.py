@@ -96,6 +96,34 @@ class Waiter:
 
 
 @workflow.defn
+class Looper:
+    """Continues as new once, then waits for the go-ahead like ``Waiter``."""
+
+    def __init__(self) -> None:
+        self.go: str | None = None
+
+    @workflow.run
+    async def run(self, round: int) -> str:
+        if round == 0:
+            workflow.continue_as_new(1)
+        await workflow.wait_condition(lambda: self.go is not None)
+        return f"round {round} went with {self.go}"
+
+    @workflow.signal
+    def proceed(self, how: str) -> None:
+        self.go = how
+
+
+@workflow.defn
+async def lead_of_a_looper() -> str:
+    child = workflow.start_child_workflow(Looper, 0, id="looper")
+    await child.wait_started()
+    await workflow.sleep(0.3)  # the child has continued as new by then
+    await child.signal(Looper.proceed, "plan C")
+    return await child
+
+
+@workflow.defn
 async def lead_that_steers() -> list[str]:
     signalled = workflow.start_child_workflow(Waiter, id="steer-signalled")
     await signalled.signal(Waiter.proceed, "plan B")
@@ -119,6 +147,8 @@ WORKFLOWS = [
     lead_that_leaves,
     Waiter,
     lead_that_steers,
+    Looper,
+    lead_of_a_looper,
 ]
 
 
@@ -187,3 +217,10 @@ async def test_parent_signals_and_cancels_its_children_through_their_handles(
     defn = workflow_definition(lead_that_steers)
     assert defn is not None
     replay(defn, await handle.fetch_history())
+
+
+async def test_a_child_handle_follows_the_child_through_continue_as_new(
+    client: Client, worker: Worker
+) -> None:
+    result = await client.execute_workflow(lead_of_a_looper, id="lead-looper")
+    assert result == "round 1 went with plan C"

@@ -298,7 +298,9 @@ def test_start_options(db_url: str, worker: ThreadWorker) -> None:
         (("--search-attr", "Customer"), "must be KEY=JSON"),
         (("--search-attr", "C=[1]"), "must be a JSON string, number or boolean"),
         (("--search-attr", 'D={"datetime": "soon"}'), "'soon' is not ISO 8601"),
-        (("--run-timeout", "0"), "--run-timeout must be positive"),
+        (("--run-timeout", "0"), "--run-timeout must be a positive number of seconds"),
+        (("--execution-timeout", "nan"), "--execution-timeout must be a positive number"),
+        (("--run-timeout", "1e400"), "--run-timeout must be a positive number"),
         (("--id-conflict", "maybe"), "Invalid value for '--id-conflict'"),
     ],
 )

@@ -120,6 +120,10 @@ async def test_limits_are_listed_and_validated(client: Client) -> None:
         await client.set_flow_limit("activity_type", "x")
     limit = await client.set_flow_limit("activity_type", "call_model", rate_per_minute=90)
     assert limit.rate == 1.5
+    with pytest.raises(ValueError, match="rate_per_minute must be a positive number"):
+        await client.set_flow_limit("activity_type", "x", rate_per_minute=float("nan"))
+    with pytest.raises(ValueError, match="rate_per_second must be positive"):
+        await client.set_flow_limit("activity_type", "x", rate_per_second=float("inf"))
     with pytest.raises(ValueError, match="not both"):
         await client.set_flow_limit("activity_type", "x", rate_per_second=1, rate_per_minute=60)
 
@@ -144,7 +148,8 @@ def test_limits_cli(db_url: str) -> None:
         ("activity_type", "call_model"),
         ("task_queue", "gpu"),
     ]
-    code, out = duro("limits", "set", "task_queue", "gpu", "--rate", "fast")
-    assert code == 1 and "--rate 'fast' must be a positive rate" in out
+    for bad in ("fast", "nan", "inf", "5/", "/m", "-3/s", "5/h"):
+        code, out = duro("limits", "set", "task_queue", "gpu", "--rate", bad)
+        assert code == 1 and f"--rate {bad!r} must be a positive rate" in out
     code, out = duro("limits", "delete", "task_queue", "gpu")
     assert code == 0 and "removed the task_queue limit of gpu" in out

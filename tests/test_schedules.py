@@ -318,6 +318,7 @@ async def test_schedule_cli(client: Client, db_url: str) -> None:
     for args, message in [
         (("--start-at", "tomorrow"), "--start-at 'tomorrow' is not an ISO time"),
         (("--catchup-window", "0"), "--catchup-window must be positive"),
+        (("--catchup-window", "1e400s"), "bad duration '1e400s'"),
     ]:
         bad = await asyncio.to_thread(
             runner.invoke,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -122,12 +123,14 @@ def _schedule_json(info: ScheduleInfo) -> dict[str, Any]:
 def _parse_duration(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(number) * unit
     except ValueError:
-        raise CliError(f"bad duration {text!r}: use e.g. 30s, 15m, 2h or 1d") from None
+        seconds = math.nan
+    if not math.isfinite(seconds) or abs(seconds) > 100 * 365 * 86400:
+        raise CliError(f"bad duration {text!r}: use e.g. 30s, 15m, 2h or 1d")
+    return seconds
 
 
 def _parse_time(text: str, option: str) -> datetime:
@@ -386,13 +389,13 @@ def _limit_json(limit: FlowLimit) -> dict[str, Any]:
 
 def _parse_rate(text: str) -> float:
     """``5``, ``5/s`` or ``300/m`` -> starts per second."""
-    number, _, unit = text.partition("/")
-    per = {"": 1.0, "s": 1.0, "m": 60.0}.get(unit.strip())
+    number, slash, unit = text.partition("/")
+    per = {"s": 1.0, "m": 60.0}.get(unit.strip()) if slash else 1.0
     try:
         value = float(number)
     except ValueError:
         value = -1.0
-    if per is None or value <= 0:
+    if per is None or not math.isfinite(value) or value <= 0:
         raise CliError(f"--rate {text!r} must be a positive rate per second or minute: 5/s, 300/m")
     return value / per
 

@@ -22,6 +22,7 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -231,9 +232,13 @@ def _parse_search_attrs(items: tuple[str, ...]) -> dict[str, Any]:
 def _seconds(value: float | None, option: str) -> timedelta | None:
     if value is None:
         return None
-    if value <= 0:
-        raise CliError(f"{option} must be positive, got {value}")
+    if not math.isfinite(value) or value <= 0 or value > _MAX_SECONDS:
+        raise CliError(f"{option} must be a positive number of seconds, got {value}")
     return timedelta(seconds=value)
+
+
+_MAX_SECONDS = 100 * 365 * 86400.0
+"""A century: longer limits are surely mistakes (and overflow ``timedelta`` eventually)."""
 
 
 @workflow.command("result")

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -337,14 +338,16 @@ class Client:
         if rate_per_minute is not None:
             if rate_per_second is not None:
                 raise ValueError("give rate_per_second or rate_per_minute, not both")
-            if rate_per_minute <= 0:
-                raise ValueError("rate_per_minute must be positive")
+            if not (0 < rate_per_minute < math.inf):
+                raise ValueError("rate_per_minute must be a positive number")
             rate_per_second = rate_per_minute / 60
         if max_concurrent is None and rate_per_second is None:
             raise ValueError("give max_concurrent, a rate or both")
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
-        if rate_per_second is not None and (rate_per_second <= 0 or scope == "workflow_key"):
+        if rate_per_second is not None and (
+            not (0 < rate_per_second < math.inf) or scope == "workflow_key"
+        ):
             raise ValueError("rate_per_second must be positive (activity_type / task_queue only)")
         limit = FlowLimit(self.namespace, scope, name, max_concurrent, rate_per_second, burst)
         await self.store.set_flow_limit(limit)

@@ -251,6 +251,14 @@ class UpdateMethod(Protocol[P, R_co]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
+    # Like a function: read from the class it stays itself (``Agent.ask`` for the client);
+    # read from an instance it is the bound method (``self.ask(...)`` in workflow code).
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None, /) -> UpdateMethod[P, R_co]: ...
+
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None, /) -> Callable[..., R_co]: ...
+
     def validator(self, fn: V, /) -> V:
         """Register ``fn`` (same arguments, returns None) as the update's validator."""
         ...

@@ -116,16 +116,20 @@ class ChildWorkflowHandle:
         return run_id
 
     async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
-        """Send the child a signal (once it started)."""
+        """Send the child a signal (once it started; to its current run if it continued as
+        new). Raises ``ExternalWorkflowError`` if the child has closed."""
         name = handler_name(signal, "signal")
-        run_id = await self.wait_started()
-        await self._instance.signal_external(self.id, run_id, name, args)
+        await self.wait_started()
+        await self._instance.signal_external(self.id, None, name, args)
 
     async def cancel(self) -> None:
-        """Ask the child to cancel (once it started); awaiting the handle then raises
-        ``ChildWorkflowError`` caused by its cancellation, unless the child handles it."""
-        run_id = await self.wait_started()
-        await self._instance.cancel_external(self.id, run_id)
+        """Ask the child to cancel (once it started; its current run if it continued as new).
+
+        Awaiting the handle then raises ``ChildWorkflowError`` caused by its cancellation,
+        unless the child handles it. Raises ``ExternalWorkflowError`` if the child has closed.
+        """
+        await self.wait_started()
+        await self._instance.cancel_external(self.id, None)
 
     def __await__(self) -> Any:
         return self._result.__await__()
