@@ -175,3 +175,40 @@ async def test_cli_reset(client: Client, db_url: str) -> None:
         new_run = json.loads(out.output)["run_id"]
         assert new_run != handle.run_id
         assert await client.get_workflow_handle("cli-reset").result(timeout=10) == "facts about a"
+
+
+@workflow.defn
+class Tagger:
+    def __init__(self) -> None:
+        self.advanced = False
+
+    @workflow.run
+    async def run(self) -> None:
+        workflow.upsert_memo({"stage": "one"})
+        workflow.upsert_search_attributes({"Stage": "one"})
+        await workflow.wait_condition(lambda: self.advanced)
+        workflow.upsert_memo({"stage": "two"})
+        workflow.upsert_search_attributes({"Stage": "two"})
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal
+    def advance(self) -> None:
+        self.advanced = True
+
+
+async def test_reset_run_has_memo_and_search_attributes_as_of_the_point(client: Client) -> None:
+    async with Worker(client, workflows=[Tagger]):
+        handle = await client.start_workflow(
+            Tagger, id="tagger", memo={"owner": "ann"}, search_attributes={"Customer": "c-1"}
+        )
+        while (await handle.describe()).search_attributes.get("Stage") != "one":
+            await asyncio.sleep(0.01)
+        await handle.signal(Tagger.advance)
+        while (await handle.describe()).search_attributes.get("Stage") != "two":
+            await asyncio.sleep(0.01)
+    # No worker now: the new run's state is exactly what the reset wrote.
+    new = await handle.reset(to="last_workflow_task", reapply_signals=False)
+    info = await new.describe()
+    assert info.memo == {"owner": "ann", "stage": "one"}
+    assert info.search_attributes == {"Customer": "c-1", "Stage": "one"}
+    assert [r.run_id for r in await client.list_workflows("Stage = 'one'")] == [new.run_id]

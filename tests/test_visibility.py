@@ -128,6 +128,10 @@ async def test_search_attributes_set_at_start_and_upserted(client: Client) -> No
     assert info.search_attributes == {"CustomerId": "c-1", "Due": due, "Stage": "done"}
     with pytest.raises(QuerySyntaxError, match="unknown field 'Colour'.*CustomerId"):
         await client.list_workflows("Colour = 'red'")
+    with pytest.raises(ValueError, match="'WorkflowType' is a built-in field"):
+        await client.start_workflow(Ticket, id="bad", search_attributes={"WorkflowType": "x"})
+    with pytest.raises(ValueError, match="'Score' must be a finite number"):
+        await client.start_workflow(Ticket, id="bad", search_attributes={"Score": float("nan")})
     with pytest.raises(ValueError, match="search attribute 'Tags' must be"):
         await client.start_workflow(Ticket, id="bad", search_attributes={"Tags": ["a"]})  # type: ignore[dict-item]
 

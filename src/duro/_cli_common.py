@@ -137,14 +137,20 @@ def run_action(conn: Connection, action: Callable[[Client], Awaitable[T]]) -> T:
         raise Interrupted("interrupted") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise CliError(f"{name} is not a JSON number: use a finite number or a string")
+
+
 def parse_json(text: str, option: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise CliError(
             f"{option} {text!r} is not valid JSON ({e.msg}); "
             f"strings need JSON quotes, e.g. {option} '\"text\"'"
         ) from None
+    except CliError as e:
+        raise CliError(f"{option} {text!r}: {e}") from None
 
 
 def parse_args(inputs: tuple[str, ...], args_json: str | None = None) -> list[Any]:

@@ -40,6 +40,7 @@ from duro.definitions import activity_definition, workflow_definition
 from duro.errors import WorkflowFailureError
 from duro.history import Event, RunStatus
 from duro.replayer import Replayer, ReplayResult
+from duro.search_attributes import encode_all
 from duro.store.protocol import ExecutionInfo
 from duro.worker import Worker
 
@@ -226,6 +227,10 @@ def _parse_search_attrs(items: tuple[str, ...]) -> dict[str, Any]:
                 f'(or {{"datetime": "2026-01-01T00:00:00Z"}}), got {render.compact(value)}'
             )
         out[key] = value
+    try:
+        encode_all(out)  # refuses built-in field names and non-finite numbers
+    except ValueError as e:
+        raise CliError(f"--search-attr: {e}") from None
     return out
 
 

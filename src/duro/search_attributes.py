@@ -6,6 +6,7 @@ removes the attribute. Anything else is refused with the attribute named.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,8 @@ SearchAttributeValue = str | int | float | bool | datetime | None
 
 def encode(name: str, value: Any) -> Any:
     """The JSON form kept in history (a datetime becomes a tagged ISO string)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"search attribute {name!r} must be a finite number, not {value}")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime):
@@ -26,9 +29,13 @@ def encode(name: str, value: Any) -> Any:
 
 
 def encode_all(attrs: dict[str, Any]) -> dict[str, Any]:
+    from duro.visibility import FIELDS  # the built-in fields a query means by these names
+
     for name in attrs:
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"search attribute name {name!r} must be an identifier")
+        if name in FIELDS:
+            raise ValueError(f"{name!r} is a built-in field, not a search attribute")
     return {name: encode(name, value) for name, value in attrs.items()}
 
 

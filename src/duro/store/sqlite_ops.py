@@ -1367,7 +1367,15 @@ def reset_workflow(
             (namespace, workflow_id),
         )
     started = events[0]
-    memo = conn.execute("SELECT memo FROM executions WHERE run_id = ?", (old.run_id,)).fetchone()
+    # Memo and search attributes as they stood at the reset point (not the old run's last).
+    memo: dict[str, Any] = dict(started.attrs.get("memo") or {})
+    attributes: dict[str, Any] = dict(started.attrs.get("search_attributes") or {})
+    for event in plan.prefix[1:]:
+        if event.type == EventType.WORKFLOW_PROPERTIES_MODIFIED:
+            memo.update(event.attrs.get("memo") or {})
+        elif event.type == EventType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            attributes.update(event.attrs.get("search_attributes") or {})
+    memo = {k: v for k, v in memo.items() if v is not None}
     run = insert_execution(
         tx,
         namespace=namespace,
@@ -1376,7 +1384,7 @@ def reset_workflow(
         workflow_type=old.workflow_type,
         task_queue=old.task_queue,
         args=started.attrs.get("args", []),
-        memo_json=memo[0] if memo else None,
+        memo_json=dumps(memo) if memo else None,
     )
     copied = [
         NewEvent(
@@ -1406,6 +1414,7 @@ def reset_workflow(
             wt_attempt=1,
             schedule_activities=plan.activities,
             start_timers=plan.timers,
+            search_attributes={k: v for k, v in attributes.items() if v is not None},
         ),
     )
     return new_run_id
