@@ -89,6 +89,9 @@ def test_overlap_decisions() -> None:
         ({"cron": ("61 * * * *",)}, "bad cron expression '61 \\* \\* \\* \\*'"),
         ({"interval": 60, "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"interval": -1}, "must be positive"),
+        ({"interval": 60, "offset": 60}, "offset must be at least 0 and less than the interval"),
+        ({"interval": 60, "offset": -5}, "offset must be at least 0"),
+        ({"interval": 60, "start_at": 2.0, "end_at": 1.0}, "start_at is after end_at"),
     ],
 )
 def test_bad_specs_are_refused_clearly(kwargs: dict[str, object], message: str) -> None:

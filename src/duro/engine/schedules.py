@@ -55,6 +55,10 @@ class ScheduleSpec:
             raise ValueError("schedule interval must be positive")
         if self.jitter < 0:
             raise ValueError("schedule jitter must not be negative")
+        if self.offset < 0 or (self.interval is not None and self.offset >= self.interval):
+            raise ValueError("schedule offset must be at least 0 and less than the interval")
+        if self.start_at is not None and self.end_at is not None and self.start_at > self.end_at:
+            raise ValueError("schedule start_at is after end_at: it would never fire")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as e:
