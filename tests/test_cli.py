@@ -349,7 +349,7 @@ def test_activity_complete_and_fail_by_token(db_url: str, worker: ThreadWorker) 
     )
     assert second != token
     out = duro(db_url, "activity", "complete", token, "--result", '"late"', code=1)
-    assert "Error:" in out.stderr  # the first attempt is over
+    assert "is no longer held; result rejected" in out.stderr  # the first attempt is over
 
     duro(db_url, "activity", "complete", second, "--result", '"approved"')
     data = duro_json(db_url, "workflow", "result", "rv", "--timeout", str(DEADLINE))

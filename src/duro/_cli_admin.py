@@ -6,12 +6,13 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from duro import _cli_render as render
 from duro._cli_common import (
+    MAX_SECONDS,
     CliError,
     Connection,
     connection_options,
@@ -28,6 +29,8 @@ from duro.errors import DuroError
 from duro.schedules import OverlapPolicy, ScheduleSpec, upcoming
 from duro.store import SchemaStatus, migrate_schema, schema_status
 from duro.store.protocol import FlowLimit, NamespaceSettings, ScheduleInfo
+
+T = TypeVar("T")
 
 # -- db -------------------------------------------------------------------------------------------
 
@@ -128,7 +131,7 @@ def _parse_duration(text: str) -> float:
         seconds = float(number) * unit
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or abs(seconds) > 100 * 365 * 86400:
+    if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
         raise CliError(f"bad duration {text!r}: use e.g. 30s, 15m, 2h or 1d")
     return seconds
 
@@ -465,17 +468,17 @@ def activity() -> None:
     """Finish activities that complete asynchronously (``activity.raise_complete_async()``)."""
 
 
-def _token_action(conn: Connection, what: str, call: Callable[[Client], Awaitable[None]]) -> None:
-    """Run ``call(client)``; a malformed token or an attempt that is over is a clear error."""
+def _by_token(conn: Connection, call: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``call(client)``; a malformed token is a one-line error (an attempt that is over is
+    ``LeaseLostError``, which ``run_action`` already reports)."""
 
-    async def action(client: Client) -> Any:
+    async def action(client: Client) -> T:
         try:
             return await call(client)
         except ValueError as e:
             raise CliError(str(e)) from None
 
-    result = run_action(conn, action)
-    click.echo(what if result is None else f"{what}: {render.compact(result)}")
+    return run_action(conn, action)
 
 
 @activity.command("complete")
@@ -485,7 +488,8 @@ def _token_action(conn: Connection, what: str, call: Callable[[Client], Awaitabl
 def activity_complete(conn: Connection, token: str, result_json: str | None) -> None:
     """Complete the activity attempt identified by TOKEN with a result."""
     result = parse_json(result_json, "--result") if result_json is not None else None
-    _token_action(conn, "completed", lambda c: c.complete_activity(token, result))
+    _by_token(conn, lambda c: c.complete_activity(token, result))
+    click.echo("completed")
 
 
 @activity.command("fail")
@@ -494,7 +498,8 @@ def activity_complete(conn: Connection, token: str, result_json: str | None) -> 
 @connection_options
 def activity_fail(conn: Connection, token: str, reason: str) -> None:
     """Fail the activity attempt identified by TOKEN; its retry policy decides what follows."""
-    _token_action(conn, "failed", lambda c: c.fail_activity(token, reason))
+    _by_token(conn, lambda c: c.fail_activity(token, reason))
+    click.echo("failed")
 
 
 @activity.command("heartbeat")
@@ -504,13 +509,6 @@ def activity_fail(conn: Connection, token: str, reason: str) -> None:
 def activity_heartbeat(conn: Connection, token: str, details_json: str | None) -> None:
     """Heartbeat the attempt; exits 1 if it was cancelled or is over."""
     details = parse_json(details_json, "--details") if details_json is not None else None
-
-    async def action(client: Client) -> bool:
-        try:
-            return await client.heartbeat_activity(token, details)
-        except ValueError as e:
-            raise CliError(str(e)) from None
-
-    if not run_action(conn, action):
+    if not _by_token(conn, lambda c: c.heartbeat_activity(token, details)):
         raise CliError("the activity was cancelled or its attempt is over; stop working on it")
     click.echo("heartbeat recorded")

@@ -84,6 +84,10 @@ def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+MAX_SECONDS = 100 * 365 * 86400.0
+"""The longest duration an option takes (a century): longer is surely a mistake, and would
+overflow ``timedelta`` eventually."""
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (pipeable).")
 run_id_option = click.option("--run-id", help="A specific run (default: the latest run).")
 inputs_option = click.option(

@@ -49,6 +49,7 @@ __all__ = ["cli", "load_target", "main"]
 from duro._cli_common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    MAX_SECONDS,
     CliError,
     Connection,
     TargetError,
@@ -237,13 +238,9 @@ def _parse_search_attrs(items: tuple[str, ...]) -> dict[str, Any]:
 def _seconds(value: float | None, option: str) -> timedelta | None:
     if value is None:
         return None
-    if not math.isfinite(value) or value <= 0 or value > _MAX_SECONDS:
+    if not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
         raise CliError(f"{option} must be a positive number of seconds, got {value}")
     return timedelta(seconds=value)
-
-
-_MAX_SECONDS = 100 * 365 * 86400.0
-"""A century: longer limits are surely mistakes (and overflow ``timedelta`` eventually)."""
 
 
 @workflow.command("result")

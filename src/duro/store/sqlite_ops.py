@@ -1414,7 +1414,7 @@ def reset_workflow(
             wt_attempt=1,
             schedule_activities=plan.activities,
             start_timers=plan.timers,
-            search_attributes={k: v for k, v in attributes.items() if v is not None},
+            search_attributes=attributes,  # a None (removed) deletes nothing here
         ),
     )
     return new_run_id
