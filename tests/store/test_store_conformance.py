@@ -328,7 +328,7 @@ def test_lease_ids_differ_in_forked_processes() -> None:
     import os
     import warnings
 
-    from duro.store.sqlite_tx import new_id
+    from duro.store.tx import new_id
 
     parent_id = new_id()
     read, write = os.pipe()

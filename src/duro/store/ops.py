@@ -6,7 +6,6 @@ by hand. Lease ids fence every completion (``LeaseLostError`` for a stale one).
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +51,7 @@ from duro.store.protocol import (
     WorkflowTaskCompletion,
     WorkflowTaskLease,
 )
-from duro.store.sqlite_tx import (
+from duro.store.tx import (
     QUERY_LEASE,
     RUN_COLUMNS,
     RUN_COLUMNS_E,
@@ -80,7 +79,7 @@ def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
     """
     result = _start(tx, req)
     if req.signal is not None:
-        run = load_run(tx.conn, result.run_id)
+        run = load_run(tx, result.run_id)
         name, args = req.signal
         apply_transition(tx, run, request_rules.signal_workflow(run, name, args, tx.now))
     if req.update is not None:
@@ -100,9 +99,11 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         ).fetchone()
         if row is not None:
             return StartResult(run_id=row[0], started=False)
+    # (Two starts of a new id racing on a multi-writer store: the unique index on current runs
+    # rejects the second, which is retried and then sees the first.)
     row = conn.execute(
         f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
-        "AND is_current = 1",
+        f"AND is_current = 1{tx.dialect.for_update}",
         (req.namespace, req.workflow_id),
     ).fetchone()
     current = run_from_row(row) if row else None
@@ -165,7 +166,7 @@ def signal_workflow(
         ).fetchone()
         if seen:
             return
-    run = find_run(conn, namespace, workflow_id, run_id)
+    run = find_run(tx, namespace, workflow_id, run_id)
     apply_transition(tx, run, request_rules.signal_workflow(run, name, args, tx.now))
     if request_id:
         conn.execute(
@@ -182,7 +183,7 @@ def external_request(
     run_id: str | None,
     reason: str,
 ) -> None:
-    run = find_run(tx.conn, namespace, workflow_id, run_id)
+    run = find_run(tx, namespace, workflow_id, run_id)
     apply_transition(tx, run, rule(run, reason, tx.now))
 
 
@@ -202,7 +203,7 @@ def poll_workflow_tasks(
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
         "AND (t.sticky_worker IS NULL OR t.sticky_worker = ? OR t.sticky_until <= ?) "
         "AND (e.pinned_build_id IS NULL OR e.pinned_build_id = ?) AND e.admitted = 1 "
-        "ORDER BY t.priority DESC, t.visible_at LIMIT ?",
+        f"ORDER BY t.priority DESC, t.visible_at LIMIT ?{tx.dialect.skip_locked}",
         (namespace, task_queue, now, worker_id, now, build_id, max_tasks),
     ).fetchall()
     leases = []
@@ -218,11 +219,11 @@ def poll_workflow_tasks(
     return leases
 
 
-def _leased_run(conn: sqlite3.Connection, lease: WorkflowTaskLease) -> RunRecord:
+def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:
     """The run of a workflow task, if ``lease`` still holds the task (fencing)."""
-    row = conn.execute(
+    row = tx.conn.execute(
         f"SELECT t.lease_id, {RUN_COLUMNS_E} FROM tasks t JOIN executions e "
-        "ON e.run_id = t.run_id WHERE t.task_id = ?",
+        f"ON e.run_id = t.run_id WHERE t.task_id = ?{tx.dialect.for_update}",
         (lease.task_id,),
     ).fetchone()
     if row is None or row[0] != lease.lease_id:
@@ -233,7 +234,7 @@ def _leased_run(conn: sqlite3.Connection, lease: WorkflowTaskLease) -> RunRecord
 def complete_workflow_task(
     tx: Tx, lease: WorkflowTaskLease, completion: WorkflowTaskCompletion
 ) -> CompletionResult:
-    run = _leased_run(tx.conn, lease)
+    run = _leased_run(tx, lease)
     first = run.next_event_id
     t = wt_rules.complete_workflow_task(
         run,
@@ -301,7 +302,7 @@ def _deliver_external(
     error: str | None = None
     tx.conn.execute("SAVEPOINT external")
     try:
-        target = find_run(tx.conn, sender.namespace, request.workflow_id, request.run_id)
+        target = find_run(tx, sender.namespace, request.workflow_id, request.run_id)
         if isinstance(request, SignalExternalWorkflow):
             rule = request_rules.signal_workflow(target, request.name, request.args, tx.now)
         else:
@@ -312,7 +313,7 @@ def _deliver_external(
         tx.conn.execute("ROLLBACK TO external")
         error = str(e)
     tx.conn.execute("RELEASE external")
-    sender = load_run(tx.conn, sender.run_id)  # the target may be the sender itself
+    sender = load_run(tx, sender.run_id)  # the target may be the sender itself
     apply_transition(
         tx, sender, request_rules.external_request_done(sender, request.seq, kind, error)
     )
@@ -335,7 +336,7 @@ def _record_build(tx: Tx, run: RunRecord, completion: WorkflowTaskCompletion) ->
 
 
 def fail_workflow_task(tx: Tx, lease: WorkflowTaskLease, failure: dict[str, Any]) -> None:
-    run = _leased_run(tx.conn, lease)
+    run = _leased_run(tx, lease)
     apply_transition(tx, run, wt_rules.fail_workflow_task(run, failure, tx.now))
     tx.notes.add("timer")
 
@@ -375,7 +376,7 @@ def poll_activity_tasks(
         "t.retry_policy, e.namespace, e.workflow_id, e.workflow_type, t.schedule_to_close_timeout "
         "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'activity' "
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
-        "ORDER BY t.priority DESC, t.visible_at LIMIT ?",
+        f"ORDER BY t.priority DESC, t.visible_at LIMIT ?{tx.dialect.skip_locked_of('t')}",
         (namespace, task_queue, now, max_tasks * 4),  # room to pass over throttled types
     ).fetchall()
     gate = tx.gate(namespace)
@@ -462,7 +463,7 @@ def _record_outcome(
     conn, now = tx.conn, tx.now
     row = conn.execute(
         f"SELECT {_ACTIVITY_COLUMNS}, {RUN_COLUMNS_E} FROM tasks t "
-        "JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
+        f"JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?{tx.dialect.for_update}",
         (task_id,),
     ).fetchone()
     if row is None or row[9] != lease_id:
@@ -522,7 +523,7 @@ def _heartbeat(tx: Tx, task_id: int, lease_id: str, details: Any) -> bool:
     cur = tx.conn.execute(
         "UPDATE tasks SET heartbeat_details = ?, lease_expires = CASE "
         "WHEN heartbeat_timeout IS NULL THEN lease_expires "
-        "ELSE MIN(started_time + start_to_close_timeout, ? + heartbeat_timeout, "
+        "ELSE LEAST(started_time + start_to_close_timeout, ? + heartbeat_timeout, "
         "COALESCE(scheduled_time + schedule_to_close_timeout, 1e18)) END "
         "WHERE task_id = ? AND lease_id = ?",
         (dumps(details), tx.now, task_id, lease_id),
@@ -532,12 +533,17 @@ def _heartbeat(tx: Tx, task_id: int, lease_id: str, details: Any) -> bool:
 
 def fire_due_timers(tx: Tx, limit: int) -> int:
     conn, now = tx.conn, tx.now
+    # With several writers: runs another transaction holds are left for later, and a timer
+    # is fired only if it still exists once its run is locked (its run may have moved on).
     rows = conn.execute(
-        "SELECT run_id, seq FROM timers WHERE fire_at <= ? ORDER BY fire_at LIMIT ?",
+        "SELECT t.run_id, t.seq FROM timers t JOIN executions e ON e.run_id = t.run_id "
+        f"WHERE t.fire_at <= ? ORDER BY t.fire_at LIMIT ?{tx.dialect.skip_locked_of('e')}",
         (now, limit),
     ).fetchall()
     for run_id, seq in rows:
-        run = load_run(conn, run_id)
+        run = load_run(tx, run_id)
+        if tx.dialect.for_update and not _timer_exists(tx, run_id, seq):
+            continue
         apply_transition(tx, run, timer_rules.fire_timer(run, seq, now))
     fired_schedules = fire_due_schedules(tx)
     # Activity retries whose backoff ended are due work too: wake the activity pollers.
@@ -558,6 +564,11 @@ def fire_due_timers(tx: Tx, limit: int) -> int:
     for ns, q in wdue:
         tx.notes.add(("workflow", ns, q))
     return len(rows) + fired_schedules
+
+
+def _timer_exists(tx: Tx, run_id: str, seq: int) -> bool:
+    row = tx.conn.execute("SELECT 1 FROM timers WHERE run_id = ? AND seq = ?", (run_id, seq))
+    return row.fetchone() is not None
 
 
 def next_timer_time(tx: Tx) -> float | None:
@@ -601,15 +612,14 @@ def pending_work(tx: Tx) -> tuple[int, float | None]:
 def submit_query(
     tx: Tx, namespace: str, workflow_id: str, run_id: str | None, name: str, args: list[Any]
 ) -> int:
-    run = find_run(tx.conn, namespace, workflow_id, run_id)
-    cur = tx.conn.execute(
+    run = find_run(tx, namespace, workflow_id, run_id)
+    row = tx.conn.execute(
         "INSERT INTO queries (namespace, task_queue, run_id, workflow_type, name, args, created) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING query_id",
         (namespace, run.task_queue, run.run_id, run.workflow_type, name, dumps(args), tx.now),
-    )
+    ).fetchone()
     tx.notes.add(("query", namespace, run.task_queue))
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    return int(row[0])
 
 
 def submit_update(
@@ -622,7 +632,7 @@ def submit_update(
     update_id: str,
 ) -> int:
     """Queue an update for validation by a worker; the same update id twice is one update."""
-    run = find_run(tx.conn, namespace, workflow_id, run_id)
+    run = find_run(tx, namespace, workflow_id, run_id)
     existing = tx.conn.execute(
         "SELECT query_id FROM queries WHERE run_id = ? AND update_id = ?", (run.run_id, update_id)
     ).fetchone()
@@ -652,12 +662,12 @@ def accept_update(tx: Tx, query_id: int, lease_id: str) -> None:
     """The validator passed: the update enters history (done = 2 until its handler returns)."""
     row = tx.conn.execute(
         "SELECT run_id, update_id, name, args FROM queries WHERE query_id = ? AND lease_id = ? "
-        "AND done = 0",
+        f"AND done = 0{tx.dialect.for_update}",
         (query_id, lease_id),
     ).fetchone()
     if row is None:
         raise LeaseLostError(f"update request {query_id}")
-    run = load_run(tx.conn, row[0])
+    run = load_run(tx, row[0])
     apply_transition(
         tx, run, request_rules.accept_update(run, row[1], row[2], loads(row[3]), tx.now)
     )
@@ -671,7 +681,8 @@ def poll_queries(
     rows = conn.execute(
         "SELECT query_id, run_id, workflow_type, name, args, kind, update_id FROM queries "
         "WHERE namespace = ? AND task_queue = ? AND done = 0 "
-        "AND (lease_id IS NULL OR lease_expires <= ?) ORDER BY query_id LIMIT ?",
+        f"AND (lease_id IS NULL OR lease_expires <= ?) ORDER BY query_id LIMIT ?"
+        f"{tx.dialect.skip_locked}",
         (namespace, task_queue, now, max_tasks),
     ).fetchall()
     out = []
@@ -719,13 +730,17 @@ def register_worker(
 ) -> None:
     conn, now = tx.conn, tx.now
     conn.execute(
-        "INSERT OR REPLACE INTO workers (worker_id, namespace, task_queue, identity, started_at, "
-        "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO workers (worker_id, namespace, task_queue, identity, started_at, "
+        "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) DO UPDATE SET "
+        "namespace = excluded.namespace, task_queue = excluded.task_queue, "
+        "identity = excluded.identity, started_at = excluded.started_at, "
+        "heartbeat_at = excluded.heartbeat_at",
         (worker_id, namespace, task_queue, identity, now, now),
     )
     conn.executemany(
-        "INSERT OR REPLACE INTO workflow_types (namespace, task_queue, workflow_type, handlers, "
-        "updated_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO workflow_types (namespace, task_queue, workflow_type, handlers, "
+        "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, task_queue, workflow_type) "
+        "DO UPDATE SET handlers = excluded.handlers, updated_at = excluded.updated_at",
         [(namespace, task_queue, name, dumps(h), now) for name, h in workflow_types.items()],
     )
 
@@ -743,7 +758,9 @@ def _release_leases(tx: Tx, rows: list[tuple[Any, ...]], result: ReapResult, *, 
     retried at once) or time out (lease expired, retried per policy)."""
     for row in rows:
         kind, rest = row[0], row[1:]
-        run = load_run(tx.conn, rest[1])
+        run = load_run(tx, rest[1])
+        if tx.dialect.for_update and not _still_leased(tx, rest[0], rest[9]):
+            continue  # settled by another transaction between the read and the run's lock
         if kind == "workflow":
             apply_transition(tx, run, wt_rules.release_workflow_task(run, tx.now))
             result.released_workflow_tasks += 1
@@ -753,6 +770,11 @@ def _release_leases(tx: Tx, rows: list[tuple[Any, ...]], result: ReapResult, *, 
         apply_transition(tx, run, rule(run, task, tx.now))
         tx.notes.add(("activity", run.namespace, run.task_queue))
         result.released_activities += 1
+
+
+def _still_leased(tx: Tx, task_id: int, lease_id: str | None) -> bool:
+    row = tx.conn.execute("SELECT lease_id FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return row is not None and row[0] == lease_id
 
 
 def _release_worker(tx: Tx, worker_id: str, result: ReapResult) -> None:
@@ -808,7 +830,9 @@ def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
         (now,),
     ).fetchall()
     for row in waiting:
-        run = load_run(conn, row[1])
+        run = load_run(tx, row[1])
+        if tx.dialect.for_update and not _still_waiting(tx, row[0], row[4]):
+            continue
         apply_transition(
             tx, run, activity_rules.schedule_to_start_expired(run, _activity_record(row), now)
         )
@@ -816,6 +840,14 @@ def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
     if dead or expired or waiting:
         tx.notes.add("timer")
     return result
+
+
+def _still_waiting(tx: Tx, task_id: int, attempt: int) -> bool:
+    row = tx.conn.execute(
+        "SELECT 1 FROM tasks WHERE task_id = ? AND attempt = ? AND lease_id IS NULL",
+        (task_id, attempt),
+    ).fetchone()
+    return row is not None
 
 
 def type_handlers(tx: Tx, namespace: str, workflow_type: str) -> dict[str, list[str]] | None:
@@ -867,12 +899,12 @@ def _info_from_row(row: tuple[Any, ...]) -> ExecutionInfo:
 
 
 def resolve_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> str:
-    return find_run(tx.conn, namespace, workflow_id, run_id).run_id
+    return find_run(tx, namespace, workflow_id, run_id).run_id
 
 
 def describe_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> ExecutionInfo:
     conn, now = tx.conn, tx.now
-    run = find_run(conn, namespace, workflow_id, run_id)
+    run = find_run(tx, namespace, workflow_id, run_id)
     row = conn.execute(
         f"SELECT {_INFO_COLUMNS} FROM executions WHERE run_id = ?", (run.run_id,)
     ).fetchone()
@@ -989,7 +1021,7 @@ def search_attribute_names(tx: Tx, namespace: str) -> list[str]:
 
 def register_search_attributes(tx: Tx, namespace: str, names: list[str]) -> None:
     tx.conn.executemany(
-        "INSERT OR IGNORE INTO search_attribute_names (namespace, name) VALUES (?, ?)",
+        "INSERT INTO search_attribute_names (namespace, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(namespace, name) for name in names],
     )
 
@@ -1121,7 +1153,8 @@ def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleInfo:
 
 def _load_schedule(tx: Tx, namespace: str, schedule_id: str) -> ScheduleInfo:
     row = tx.conn.execute(
-        f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ? AND schedule_id = ?",
+        f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ? AND schedule_id = ?"
+        f"{tx.dialect.for_update}",
         (namespace, schedule_id),
     ).fetchone()
     if row is None:
@@ -1252,7 +1285,7 @@ def _previous_open(tx: Tx, info: ScheduleInfo) -> RunRecord | None:
         return None
     row = tx.conn.execute(
         f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
-        "AND is_current = 1 AND status = 'Running'",
+        f"AND is_current = 1 AND status = 'Running'{tx.dialect.for_update}",
         (info.namespace, info.last_workflow_id),
     ).fetchone()
     return run_from_row(row) if row else None
@@ -1263,7 +1296,7 @@ def fire_due_schedules(tx: Tx, limit: int = 100) -> int:
     now = tx.now
     rows = tx.conn.execute(
         f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND "
-        "(next_fire_at <= ? OR buffered_nominal IS NOT NULL) LIMIT ?",
+        f"(next_fire_at <= ? OR buffered_nominal IS NOT NULL) LIMIT ?{tx.dialect.skip_locked}",
         (now, limit),
     ).fetchall()
     fired = 0
@@ -1334,7 +1367,7 @@ def reset_workflow(
     new run id.
     """
     conn, now = tx.conn, tx.now
-    old = find_run(conn, namespace, workflow_id, run_id)
+    old = find_run(tx, namespace, workflow_id, run_id)
     events = get_history(tx, old.run_id, 0)
     try:
         at = reset_rules.resolve_point(events, point)
@@ -1346,7 +1379,7 @@ def reset_workflow(
     if fork_id is not None:
         current = conn.execute(
             f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
-            "AND is_current = 1",
+            f"AND is_current = 1{tx.dialect.for_update}",
             (namespace, fork_id),
         ).fetchone()
         if current is not None:

@@ -1,4 +1,4 @@
-"""How the SQLite store turns an engine ``Transition`` into rows, inside one transaction.
+"""How a SQL store turns an engine ``Transition`` into rows, inside one transaction.
 
 ``apply_transition`` is the one place that appends history: every append comes with one UPDATE
 of the run's executions row guarded by the ``next_event_id`` read in the same transaction (the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sqlite3
 import uuid
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from duro.engine.timers import EXECUTION_TIMEOUT_SEQ, RUN_TIMEOUT_SEQ
 from duro.errors import ConcurrencyConflictError, WorkflowNotFoundError
 from duro.history import Event, EventType, NewEvent, RunStatus
 from duro.store.protocol import ActivityTaskLease, WorkflowTaskLease
+from duro.store.sql import SQLITE, Connection, Dialect
 
 WORKFLOW_TASK_LEASE = 10.0
 """Seconds a worker may hold a workflow task before another may take it."""
@@ -59,8 +59,9 @@ def new_id() -> str:
 class Tx:
     """One operation's view of the open transaction."""
 
-    conn: sqlite3.Connection
+    conn: Connection
     now: float
+    dialect: Dialect = SQLITE
     notes: set[Hashable] = field(default_factory=set)
     gates: dict[str, FlowGate] = field(default_factory=dict)
 
@@ -87,7 +88,8 @@ class FlowGate:
             (r[0], r[1]): list(r[2:])
             for r in tx.conn.execute(
                 "SELECT scope, name, max_concurrent, rate, burst, tokens, refilled_at "
-                "FROM flow_limits WHERE namespace = ? AND scope IN ('activity_type', 'task_queue')",
+                "FROM flow_limits WHERE namespace = ? AND scope IN ('activity_type', 'task_queue')"
+                + tx.dialect.for_update,
                 (namespace,),
             ).fetchall()
         }
@@ -177,28 +179,29 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
     )
 
 
-def load_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
-    row = conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = ?", (run_id,)
+def load_run(tx: Tx, run_id: str) -> RunRecord:
+    """The run's record, locked against other writers until the transaction ends."""
+    row = tx.conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = ?{tx.dialect.for_update}", (run_id,)
     ).fetchone()
     if row is None:
         raise WorkflowNotFoundError("?", run_id)
     return run_from_row(row)
 
 
-def find_run(
-    conn: sqlite3.Connection, namespace: str, workflow_id: str, run_id: str | None
-) -> RunRecord:
+def find_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> RunRecord:
+    """The run (the workflow id's current one if ``run_id`` is None), locked like ``load_run``."""
+    lock = tx.dialect.for_update
     if run_id:
-        row = conn.execute(
+        row = tx.conn.execute(
             f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = ? AND namespace = ? "
-            "AND workflow_id = ?",
+            f"AND workflow_id = ?{lock}",
             (run_id, namespace, workflow_id),
         ).fetchone()
     else:
-        row = conn.execute(
+        row = tx.conn.execute(
             f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
-            "AND is_current = 1",
+            f"AND is_current = 1{lock}",
             (namespace, workflow_id),
         ).fetchone()
     if row is None:
@@ -329,7 +332,7 @@ def apply_transition(
             _continue_as_new(tx, run, *t.continue_as_new)
         elif run.parent_run_id is not None and run.parent_seq is not None:
             # A child's outcome reaches its parent's history in the same transaction.
-            parent = load_run(conn, run.parent_run_id)
+            parent = load_run(tx, run.parent_run_id)
             apply_transition(
                 tx,
                 parent,
@@ -410,7 +413,8 @@ def _upsert_search_attributes(tx: Tx, run: RunRecord, attrs: dict[str, Any]) -> 
             (run.run_id, run.namespace, name, str_value, num_value),
         )
         tx.conn.execute(
-            "INSERT OR IGNORE INTO search_attribute_names (namespace, name) VALUES (?, ?)",
+            "INSERT INTO search_attribute_names (namespace, name) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
             (run.namespace, name),
         )
 
@@ -419,7 +423,7 @@ def _apply_parent_close_policy(tx: Tx, parent: RunRecord) -> None:
     """The parent closed: terminate or cancel its running children (unless abandoned)."""
     rows = tx.conn.execute(
         f"SELECT {RUN_COLUMNS}, parent_close_policy FROM executions "
-        "WHERE parent_run_id = ? AND status = 'Running'",
+        f"WHERE parent_run_id = ? AND status = 'Running'{tx.dialect.for_update}",
         (parent.run_id,),
     ).fetchall()
     for row in rows:
@@ -493,8 +497,9 @@ def insert_execution(
 
 def key_limit(tx: Tx, namespace: str, workflow_type: str) -> int | None:
     row = tx.conn.execute(
+        # Locked: starts and closes of runs with a key then count admitted runs one at a time.
         "SELECT max_concurrent FROM flow_limits WHERE namespace = ? AND scope = 'workflow_key' "
-        "AND name = ?",
+        f"AND name = ?{tx.dialect.for_update}",
         (namespace, workflow_type),
     ).fetchone()
     return None if row is None else row[0]
@@ -524,7 +529,7 @@ def _admit_next(tx: Tx, closed: RunRecord) -> None:
     row = tx.conn.execute(
         "SELECT run_id, task_queue FROM executions WHERE namespace = ? AND workflow_type = ? "
         "AND concurrency_key = ? AND status = 'Running' AND admitted = 0 "
-        "ORDER BY start_time LIMIT 1",
+        f"ORDER BY start_time LIMIT 1{tx.dialect.for_update}",
         (closed.namespace, closed.workflow_type, key),
     ).fetchone()
     if row is not None:
@@ -695,7 +700,8 @@ def _schedule_activities(
             "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
             "schedule_to_close_timeout, heartbeat_timeout, scheduled_time, lease_id, "
             "lease_owner, lease_expires, started_time, schedule_to_start_timeout, priority) "
-            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING task_id",
             (
                 run.namespace,
                 a.task_queue,
@@ -717,13 +723,13 @@ def _schedule_activities(
                 a.priority,
             ),
         )
+        task_id = cur.fetchone()[0]
         if claim is None or lease_id is None:
             queues.add(a.task_queue)
             continue
-        assert cur.lastrowid is not None
         claim.activity_leases.append(
             ActivityTaskLease(
-                task_id=cur.lastrowid,
+                task_id=task_id,
                 lease_id=lease_id,
                 namespace=run.namespace,
                 workflow_id=run.workflow_id,
