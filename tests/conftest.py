@@ -12,9 +12,13 @@ from duro import Client
 from tests.pg_server import PgServer, find_or_start
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'duro.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database on each store: every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'duro.db'}"
+    else:
+        yield request.getfixturevalue("pg_database")
 
 
 @pytest.fixture

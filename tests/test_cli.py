@@ -409,7 +409,7 @@ def test_already_started(db_url: str) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgres://app:secret@host/db", "PostgreSQL URLs are not supported yet"),
+        ("postgres://app:secret@127.0.0.1:1/db", "cannot connect to PostgreSQL"),
         ("sqlite://relative.db", "bad SQLite URL"),
         ("mysql://host/db", "unsupported database URL"),
     ],

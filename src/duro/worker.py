@@ -284,16 +284,24 @@ class Worker:
 
     async def _drain(self) -> None:
         """Finish in-flight work, cancel what outlives the grace period, release leases."""
-        if self._wt_tasks:
-            await asyncio.wait(self._wt_tasks, timeout=self._graceful_timeout)
-        if self._activity_tasks:
-            _, pending = await asyncio.wait(
-                list(self._activity_tasks.values()), timeout=self._graceful_timeout
+        # Work finishing now may still spawn more (a task handed over in the same transaction
+        # that recorded an outcome), so wait until nothing is left or the grace period ends.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._graceful_timeout
+        while self._wt_tasks or self._activity_tasks:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(
+                [*self._wt_tasks, *self._activity_tasks.values()],
+                timeout=left,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        pending = [*self._activity_tasks.values()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
         with contextlib.suppress(StoreError):
             await self.store.unregister_worker(self.worker_id)
         if self._own_executor and self._executor is not None:
@@ -547,8 +555,8 @@ class Worker:
             # Reserve the activity slots offered for eager hand-off so that concurrent tasks
             # cannot claim more activities than max_concurrent_activities between them.
             reserved = max(0, self._max_act - self._act_in_flight - self._act_reserved)
-            if not self._activities:
-                reserved = 0
+            if not self._activities or self._stopping.is_set():
+                reserved = 0  # shutting down: take no new activities
             self._act_reserved += reserved
             completion = WorkflowTaskCompletion(
                 commands=commands,
@@ -692,7 +700,11 @@ class Worker:
             heartbeats.stop()
         if cancelled and heartbeats.cancelled:
             return  # the task is gone (workflow cancelled it or the lease moved): nothing to report
-        eager = self.worker_id if lease.run_id in self._cache else None
+        eager = (
+            self.worker_id
+            if lease.run_id in self._cache and not self._stopping.is_set()
+            else None
+        )
         try:
             if outcome_ok:
                 wt = await store.complete_activity_task(

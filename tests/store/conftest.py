@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from duro.store.protocol import Store
+from duro.store.postgres import PostgresStore
 from duro.store.sqlite import SQLiteStore
 
 
@@ -30,13 +31,16 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Store]:
+    s: SQLiteStore | PostgresStore
     if request.param == "sqlite":
         s = SQLiteStore(str(tmp_path / "store.db"), clock=clock)
-        await s.start()
+    else:
+        s = PostgresStore(request.getfixturevalue("pg_database"), clock=clock)
+    await s.start()
     try:
         yield s
     finally:

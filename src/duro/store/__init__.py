@@ -14,24 +14,32 @@ from duro.store import migrate
 from duro.store.migrate import SchemaStatus
 from duro.store.protocol import Store
 from duro.store.sqlite import sqlite_path
+from duro.store.urls import is_postgres_url, redact
 
 
 async def open_store(url: str) -> Store:
-    """Open the store named by ``url``: ``sqlite:///path.db`` (default) or a bare file path."""
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError(
-            f"PostgreSQL URLs are not supported yet ({url.split('@')[-1]}); use sqlite:///file.db"
-        )
+    """Open the store named by ``url``: ``sqlite:///path.db`` (default), a bare file path, or
+    ``postgresql://user@host:port/database``."""
+    if is_postgres_url(url):
+        from duro.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
     if url.startswith("sqlite:") or "://" not in url:
         from duro.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(url)
-    raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db")
+    raise ValueError(
+        f"unsupported database URL {redact(url)!r}: expected sqlite:///path/to/file.db or "
+        "postgresql://user@host:port/database"
+    )
 
 
 async def schema_status(url: str) -> SchemaStatus:
     """The database's schema versions (applied and pending), read without migrating."""
-    _check_supported(url)
+    if is_postgres_url(url):
+        return await _postgres_status(url)
+    if not (url.startswith("sqlite:") or "://" not in url):
+        await open_store(url)  # raises the error naming what is wrong with the URL
     path = sqlite_path(url)
 
     def read() -> SchemaStatus:
@@ -56,9 +64,17 @@ async def migrate_schema(url: str) -> SchemaStatus:
     return await schema_status(url)
 
 
-def _check_supported(url: str) -> None:
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("PostgreSQL URLs are not supported yet; use sqlite:///file.db")
+async def _postgres_status(url: str) -> SchemaStatus:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise StoreError(f"cannot connect to PostgreSQL at {redact(url)}: {e}") from e
+    try:
+        return await migrate.status_postgres(conn)
+    finally:
+        await conn.close()
 
 
 __all__ = ["SchemaStatus", "Store", "migrate_schema", "open_store", "schema_status"]

@@ -12,6 +12,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
+    import asyncpg.pool
 
 from duro.errors import SchemaError
 
@@ -26,7 +31,7 @@ class Migration:
 
 
 def migrations(dialect: str) -> list[Migration]:
-    """The migrations shipped for ``dialect`` (``sqlite``), in version order."""
+    """The migrations shipped for ``dialect`` (``sqlite``, ``postgres``), in version order."""
     folder = resources.files("duro.store") / "migrations" / dialect
     found = []
     for entry in folder.iterdir():
@@ -88,11 +93,7 @@ def migrate_sqlite(conn: sqlite3.Connection) -> int:
         current = conn.execute(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
         ).fetchone()[0]
-        if current > len(known):
-            raise SchemaError(
-                f"database schema version {current} is newer than this duro knows "
-                f"({len(known)}); upgrade duro before running it against this database"
-            )
+        _check_not_newer(current, len(known))
         for mig in known[current:]:
             for statement in _statements(mig.sql):
                 conn.execute(statement)
@@ -105,6 +106,63 @@ def migrate_sqlite(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return len(known)
+
+
+_PG_LOCK = 0x6475726F  # "duro": one migrator at a time across processes and machines
+
+
+async def status_postgres(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> SchemaStatus:
+    """The schema state of a PostgreSQL database, without changing it."""
+    known = migrations("postgres")
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied: list[tuple[int, str, float]] = []
+    if exists:
+        applied = [
+            (int(r[0]), str(r[1]), float(r[2]))
+            for r in await conn.fetch(
+                "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+            )
+        ]
+    current = max((v for v, _, _ in applied), default=0)
+    pending = [(m.version, m.name) for m in known if m.version > current]
+    return SchemaStatus(current, len(known), applied, pending)
+
+
+async def migrate_postgres(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int:
+    """Bring the database up to date in one transaction; returns its schema version.
+
+    An advisory lock makes concurrent workers starting on a new database take turns: the
+    first migrates, the others then find nothing to do.
+    """
+    known = migrations("postgres")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        _check_not_newer(int(current), len(known))
+        for mig in known[current:]:
+            for statement in _statements(mig.sql):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                mig.version,
+                mig.name,
+                time.time(),
+            )
+    return len(known)
+
+
+def _check_not_newer(current: int, latest: int) -> None:
+    if current > latest:
+        raise SchemaError(
+            f"database schema version {current} is newer than this duro knows "
+            f"({latest}); upgrade duro before running it against this database"
+        )
 
 
 def _statements(sql: str) -> list[str]:

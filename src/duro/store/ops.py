@@ -932,7 +932,7 @@ def describe_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -
         (r[0], r[1], RunStatus(r[2]))
         for r in conn.execute(
             "SELECT workflow_id, run_id, status FROM executions WHERE parent_run_id = ? "
-            "ORDER BY start_time",
+            "ORDER BY start_time, parent_seq",
             (run.run_id,),
         ).fetchall()
     ]

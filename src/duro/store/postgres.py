@@ -1,0 +1,372 @@
+"""The PostgreSQL store: many worker processes on many machines share one database.
+
+Each operation (the same ``ops.py`` functions SQLite runs) runs in a transaction of its own on
+a pooled asyncpg connection, through ``bridge.run_op``. Writers coordinate with row locks: an
+operation locks a run's row as it reads it (``SELECT … FOR UPDATE``), and polls take tasks with
+``FOR UPDATE SKIP LOCKED``, so a task goes to one worker and a run changes one transaction at a
+time; the ``next_event_id`` check stays as a second guard. Lock conflicts PostgreSQL resolves by
+aborting one side (deadlock, unique index race) are retried from the start.
+
+Wake-ups: every transaction that makes work ready sends ``NOTIFY duro`` with its topics; each
+store LISTENs on one dedicated connection and wakes its local waiters, so a worker idle on
+another machine takes a new task, signal or timer change within milliseconds. Waiters also
+poll on their own timeouts, and a lost listener connection wakes everyone once it is back.
+
+Connection loss (a server restart, ``pg_terminate_backend``): the failed operation is retried
+on a fresh connection when it failed before its COMMIT was sent. When the connection drops
+during the COMMIT itself the outcome is unknown; the operation is not blindly re-run (a signal
+would be delivered twice) and the caller gets ``StoreError``. Everything a worker does is
+fenced by leases, so its own retry then either applies once or is refused.
+
+Time is the database server's clock (its offset from this machine's clock is measured at start),
+so that workers on machines with skewed clocks agree on when timers and leases are due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from duro.errors import ConcurrencyConflictError, DuroError, StoreError
+from duro.store import migrate
+from duro.store.bridge import await_, run_op
+from duro.store.facade import SqlStore
+from duro.store.notify import Notifier
+from duro.store.sql import POSTGRES, Dialect
+from duro.store.tx import Tx
+from duro.store.urls import is_postgres_url, redact
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("duro.store.postgres")
+_AnyConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+T = TypeVar("T")
+
+_CHANNEL = "duro"
+_READ_ONLY = Dialect("postgresql")
+"""Reads need no row locks: an operation that changes nothing never waits for a writer."""
+
+_RETRYABLE = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.UniqueViolationError,  # two transactions inserting the same key (e.g. a new run)
+    asyncpg.LockNotAvailableError,
+    ConcurrencyConflictError,
+)
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+_MAX_CONFLICT_RETRIES = 20
+_RECONNECT_FOR = 60.0
+"""Seconds an operation keeps retrying while the database is unreachable."""
+
+
+_PLACEHOLDER = re.compile(r"'[^']*'|\?")
+_translated: dict[str, tuple[str, bool]] = {}
+
+
+def _translate(sql: str) -> tuple[str, bool]:
+    """``?`` placeholders to ``$1…``, and whether the statement returns rows (cached)."""
+    hit = _translated.get(sql)
+    if hit is None:
+        n = 0
+
+        def number(m: re.Match[str]) -> str:
+            nonlocal n
+            if m.group(0) != "?":
+                return m.group(0)  # a string literal, left alone
+            n += 1
+            return f"${n}"
+
+        text = _PLACEHOLDER.sub(number, sql)
+        head = sql.lstrip()[:6].upper()
+        returns_rows = head in ("SELECT", "WITH R") or " RETURNING " in sql.upper() + " "
+        hit = _translated[sql] = (text, returns_rows)
+    return hit
+
+
+class _Cursor:
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+
+class _Connection:
+    """The DB-API-shaped face of an asyncpg connection that operations see (``sql.Connection``)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: _AnyConnection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
+        text, returns_rows = _translate(sql)
+        if returns_rows:
+            rows = await_(self.conn.fetch(text, *parameters))
+            return _Cursor(rows, len(rows))
+        status = await_(self.conn.execute(text, *parameters))
+        tail = status.rsplit(" ", 1)[-1]
+        return _Cursor([], int(tail) if tail.isdigit() else -1)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        rows = [tuple(p) for p in parameters]
+        if rows:
+            await_(self.conn.executemany(_translate(sql)[0], rows))
+
+
+def _encode_topics(topics: Iterable[Hashable]) -> list[Any]:
+    return [list(t) if isinstance(t, tuple) else t for t in topics]
+
+
+def _decode_topic(item: Any) -> Hashable:
+    return tuple(item) if isinstance(item, list) else item
+
+
+class _AmbiguousCommit(Exception):
+    pass
+
+
+class PostgresStore(SqlStore):
+    """Open with ``await PostgresStore.open("postgresql://user@host/db")``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] | None = None,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None:
+        """Configure the store; ``start()`` connects.
+
+        Args:
+            clock: The store's clock (seconds since the epoch); injectable for tests. Default:
+                the database server's clock.
+            min_connections, max_connections: Size of the connection pool.
+        """
+        if not is_postgres_url(url):
+            raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
+        self.url = url
+        self._clock = clock
+        self._offset = 0.0
+        self._min = min_connections
+        self._max = max(max_connections, min_connections)
+        self._pool: asyncpg.Pool | None = None
+        self._notifier = Notifier()
+        self._token = uuid.uuid4().hex[:12]
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> PostgresStore:
+        """Connect (creating and migrating the schema if needed) to the database at ``url``."""
+        store = cls(url, **options)
+        await store.start()
+        return store
+
+    async def start(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=self._min,
+                max_size=self._max,
+                statement_cache_size=1024,
+                command_timeout=60,
+            )
+        except (*_CONNECTION_LOST, asyncpg.PostgresError) as e:
+            raise StoreError(f"cannot connect to PostgreSQL at {redact(self.url)}: {e}") from e
+        try:
+            async with self._pool.acquire() as conn:
+                await migrate.migrate_postgres(conn)
+                if self._clock is None:
+                    self._offset = await _clock_offset(conn)
+        except BaseException:
+            await self._pool.close()
+            raise
+        ready = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.create_task(self._listen(ready), name="duro-pg-listener")
+        await ready
+
+    def now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return time.time() + self._offset
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 10)
+
+    # -- running operations --------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, readonly: bool = False) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        assert self._pool is not None, "store used before start()"
+        conflicts = 0
+        deadline = time.monotonic() + _RECONNECT_FOR
+        delay = 0.01
+        while True:
+            try:
+                result, notes = await self._attempt(fn, args, readonly)
+            except _AmbiguousCommit as e:
+                raise StoreError(
+                    f"the connection to PostgreSQL was lost while committing {fn.__name__}: "
+                    "the change may or may not have been applied"
+                ) from e.__cause__
+            except _RETRYABLE as e:
+                conflicts += 1
+                if conflicts > _MAX_CONFLICT_RETRIES:
+                    raise _as_store_error(e) from e
+                await asyncio.sleep(0.001 * conflicts)
+                continue
+            except _CONNECTION_LOST as e:
+                if self._closed or time.monotonic() > deadline:
+                    raise StoreError(f"PostgreSQL unreachable: {type(e).__name__}: {e}") from e
+                log.warning("PostgreSQL connection lost (%s); retrying %s", e, fn.__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except DuroError:
+                raise
+            except Exception as e:  # a driver error, or a bug in an operation
+                raise _as_store_error(e) from e
+            for topic in notes:
+                self._notifier.notify(topic)
+            return result
+
+    async def _attempt(
+        self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool
+    ) -> tuple[T, set[Hashable]]:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            tx = Tx(_Connection(conn), self.now(), dialect=_READ_ONLY if readonly else POSTGRES)
+            await conn.execute("BEGIN")
+            try:
+                result = await run_op(fn, tx, *args)
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
+            commit = "COMMIT"
+            if tx.notes:
+                payload = json.dumps({"p": self._token, "t": _encode_topics(tx.notes)})
+                if len(payload) < 7900:
+                    quoted = payload.replace("'", "''")
+                    commit = f"SELECT pg_notify('{_CHANNEL}', '{quoted}'); COMMIT"
+                else:  # too many topics for one notification: everyone re-polls
+                    commit = f"SELECT pg_notify('{_CHANNEL}', '*'); COMMIT"
+            try:
+                await conn.execute(commit)
+            except _CONNECTION_LOST as e:
+                raise _AmbiguousCommit() from e
+            return result, tx.notes
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        """Keep one connection LISTENing; after a reconnect, wake every waiter once."""
+        delay = 0.05
+        first = True
+        while not self._closed:
+            lost = asyncio.Event()
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.url)
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(_CHANNEL, self._on_notify)
+                if first:
+                    first = False
+                    ready.set_result(None)
+                else:
+                    self._notifier.notify_all()  # whatever was sent while we were away
+                delay = 0.05
+                while not lost.is_set():
+                    # A half-open TCP connection never reports its end: check now and then.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    if not lost.is_set():
+                        await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
+            except asyncio.CancelledError:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+                raise
+            except Exception as e:
+                if first:
+                    first = False
+                    ready.set_exception(
+                        StoreError(f"cannot LISTEN on PostgreSQL at {redact(self.url)}: {e}")
+                    )
+                    return
+                log.warning("PostgreSQL listener connection lost (%s); reconnecting", e)
+            if conn is not None:
+                conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        if not isinstance(payload, str):
+            return
+        if payload == "*":
+            self._notifier.notify_all()
+            return
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if message.get("p") == self._token:
+            return  # our own commit: local waiters were woken already
+        for item in message.get("t", ()):
+            self._notifier.notify(_decode_topic(item))
+
+
+async def _clock_offset(conn: _AnyConnection) -> float:
+    """Seconds to add to this machine's clock to read the database server's clock."""
+    best: tuple[float, float] | None = None
+    for _ in range(3):
+        t0 = time.time()
+        server = float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+        t1 = time.time()
+        if best is None or t1 - t0 < best[0]:
+            best = (t1 - t0, server - (t0 + t1) / 2)
+    assert best is not None
+    return best[1]
+
+
+def _as_store_error(e: BaseException) -> StoreError:
+    err = StoreError(f"store operation failed: {type(e).__name__}: {e}")
+    err.__cause__ = e
+    return err
