@@ -231,6 +231,14 @@ async def test_schedule_to_start_timeout_when_no_worker_takes_it(client: Client)
 SYNC_STOPPED: list[int] = []
 
 
+@pytest.fixture(autouse=True)
+def _fresh_records() -> None:
+    """Each test (and each store it runs on) starts with empty module-level records."""
+    TOKENS.clear()
+    CANCELLED.clear()
+    SYNC_STOPPED.clear()
+
+
 @activity.defn(heartbeat_timeout=timedelta(seconds=5))
 def crunch(rows: int) -> int:
     """A blocking activity (run in a thread) that polls for cancellation between chunks."""

@@ -701,9 +701,7 @@ class Worker:
         if cancelled and heartbeats.cancelled:
             return  # the task is gone (workflow cancelled it or the lease moved): nothing to report
         eager = (
-            self.worker_id
-            if lease.run_id in self._cache and not self._stopping.is_set()
-            else None
+            self.worker_id if lease.run_id in self._cache and not self._stopping.is_set() else None
         )
         try:
             if outcome_ok:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from duro.store.protocol import Store
 from duro.store.postgres import PostgresStore
+from duro.store.protocol import Store
 from duro.store.sqlite import SQLiteStore
 
 

@@ -154,6 +154,22 @@ class WorkflowTaskFailure(Exception):
     """Workflow code broke a rule that should fail the task (retried), not the run."""
 
 
+_HANDLED_FIRST = frozenset(
+    {EventType.WORKFLOW_EXECUTION_SIGNALED, EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED}
+)
+
+
+def _delivery_order(event: Event) -> int:
+    """Signals and updates of a task reach their handlers before the code resumes.
+
+    Otherwise a signal recorded just after an activity's result in the same task would be
+    handled only after the code, woken by that result, has moved on (say, continued as new
+    without it). Temporal orders a task's jobs the same way. The sort is stable, so replay
+    sees the same order.
+    """
+    return 0 if event.type in _HANDLED_FIRST else 1
+
+
 _TASK_FAILURES = (
     NonDeterminismError,
     NondeterministicCallError,
@@ -232,7 +248,7 @@ class WorkflowInstance:
         )
         try:
             with watch:
-                for event in events:
+                for event in sorted(events, key=_delivery_order):
                     self.history_length = max(self.history_length, event.event_id)
                     self._apply(event)
                 self._run_until_blocked()

@@ -209,6 +209,10 @@ def poll_workflow_tasks(
     leases = []
     for row in rows:
         task_id, attempt, run = row[0], row[1], run_from_row(row[2:])
+        if tx.dialect.for_update:
+            # Now that the row is locked, read it afresh: a row a writer committed while the
+            # poll ran may come back from the poll's older snapshot.
+            run = load_run(tx, run.run_id)
         lease_id = new_id()
         conn.execute(
             "UPDATE tasks SET lease_id = ?, lease_owner = ?, lease_expires = ? WHERE task_id = ?",

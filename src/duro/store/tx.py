@@ -357,6 +357,10 @@ def apply_transition(
         return new_next
     if t.wt_state == WorkflowTaskState.SCHEDULED:
         _schedule_workflow_task(tx, run, t, visible, claims if claim_wt else None)
+    elif wt_state == WorkflowTaskState.SCHEDULED and tx.dialect.skip_locked:
+        # A poll skips tasks whose run another transaction holds, this one included: wake
+        # the pollers again once it commits, or the waiting task sits until their next poll.
+        tx.notes.add(("workflow", run.namespace, run.task_queue))
     elif t.wt_state == WorkflowTaskState.IDLE:
         conn.execute("DELETE FROM tasks WHERE run_id = ? AND kind = 'workflow'", (run.run_id,))
     if t.schedule_activities:
