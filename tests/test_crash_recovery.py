@@ -2,7 +2,7 @@
 
 A worker subprocess (``tests/e2e/worker_main.py``) runs 20-step ``CrashWorkflow`` runs
 (``tests/e2e/app.py``), several at once. The test watches the runs through its own ``Client``
-on the same SQLite file and the activities' execution log, and SIGKILLs the worker when it sees
+on the same database (SQLite file, then PostgreSQL) and the activities' execution log, and SIGKILLs the worker when it sees
 one of these states (each at least once, 13 kills in all):
 
 - ``activity_running``: an activity execution logged ``begin`` but not ``end``;
@@ -624,10 +624,9 @@ def check_executions(
 # -- the test -------------------------------------------------------------------------------------
 
 
-async def test_workers_killed_at_many_points_recover_every_run(tmp_path: Path) -> None:
+async def test_workers_killed_at_many_points_recover_every_run(tmp_path: Path, db_url: str) -> None:
     seed = int(os.environ.get("DURO_E2E_SEED", time.time_ns() % 1_000_000))
     print(f"random seed {seed} (set DURO_E2E_SEED to repeat)")
-    db_url = f"sqlite:///{tmp_path / 'duro.db'}"
     started = time.monotonic()
     client = await Client.connect(db_url)
     campaign = Campaign(client, db_url, tmp_path, random.Random(seed))

@@ -20,13 +20,16 @@ import time
 from datetime import timedelta
 
 from duro import Client, Worker
-from tests.e2e.app import ACTIVITIES, LOG_ENV, TASK_QUEUE, WORKFLOWS
+from tests.e2e import app, scale_app
+from tests.e2e.app import LOG_ENV
+
+APPS = {"crash": app, "scale": scale_app}
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True, help="store URL, e.g. sqlite:////path/duro.db")
-    parser.add_argument("--task-queue", default=TASK_QUEUE)
+    parser.add_argument("--app", choices=sorted(APPS), default="crash")
     parser.add_argument("--liveness-timeout", type=float, default=5.0, help="seconds")
     parser.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds")
     parser.add_argument("--max-poll-wait", type=float, default=1.0, help="seconds")
@@ -46,13 +49,14 @@ def _announce_ready() -> None:
 
 
 async def _main(args: argparse.Namespace) -> None:
+    module = APPS[args.app]
     client = await Client.connect(args.db)
     try:
         worker = Worker(
             client,
-            task_queue=args.task_queue,
-            workflows=WORKFLOWS,
-            activities=ACTIVITIES,
+            task_queue=module.TASK_QUEUE,
+            workflows=module.WORKFLOWS,
+            activities=module.ACTIVITIES,
             liveness_timeout=timedelta(seconds=args.liveness_timeout),
             heartbeat_interval=timedelta(seconds=args.heartbeat_interval),
             max_poll_wait=timedelta(seconds=args.max_poll_wait),

@@ -64,6 +64,7 @@ _RETRYABLE = (
 )
 _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
     asyncpg.CannotConnectNowError,
@@ -275,10 +276,14 @@ class PostgresStore(SqlStore):
             await conn.execute("BEGIN")
             try:
                 result = await run_op(fn, tx, *args)
-            except BaseException:
-                if not conn.is_closed():
+            except BaseException as e:
+                if isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute("ROLLBACK")
+                else:
+                    # Cancelled mid-statement, or the client side failed: the connection's
+                    # state is unknown, so it is dropped (the pool opens a new one), never reused.
+                    conn.terminate()
                 raise
             commit = "COMMIT"
             if tx.notes:
