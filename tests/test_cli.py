@@ -523,20 +523,23 @@ def test_event_summary_is_short() -> None:
     assert summary.endswith("…") and len(summary) < 120
 
 
-def test_db_status_and_migrate(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'schema.db'}"
+def test_db_status_and_migrate(db_url: str, tmp_path: Path) -> None:
+    db = db_url.replace("duro.db", "schema.db")
     runner = CliRunner()
     before = runner.invoke(cli, ["db", "status", "--db", db])
     assert before.exit_code == 0, before.output
     assert "0001 initial" in before.output and "pending" in before.output
     assert not (tmp_path / "schema.db").exists()  # status changes nothing
+    again = runner.invoke(cli, ["db", "status", "--db", db])
+    assert "pending" in again.output
     migrated = runner.invoke(cli, ["db", "migrate", "--db", db, "--json"])
     assert migrated.exit_code == 0, migrated.output
     data = json.loads(migrated.output)
     assert data["up_to_date"] is True and data["pending"] == []
     from duro.store.migrate import migrations
 
-    latest = len(migrations("sqlite"))
+    latest = len(migrations("postgres" if db.startswith("postgresql") else "sqlite"))
+    assert latest == len(migrations("sqlite"))  # the two schemas keep in step
     assert [m["version"] for m in data["applied"]] == list(range(1, latest + 1))
     after = runner.invoke(cli, ["db", "status", "--db", db])
     assert f"schema version {latest} of {latest} (up to date)" in after.output

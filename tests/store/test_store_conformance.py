@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from duro import commands as cmd
@@ -13,6 +15,8 @@ from duro.engine.start import StartRequest
 from duro.errors import LeaseLostError, SchemaError, WorkflowNotFoundError
 from duro.history import EventType, RunStatus
 from duro.retry import RetryPolicy
+from duro.store import schema_status
+from duro.store.postgres import PostgresStore
 from duro.store.protocol import Store, WorkflowTaskCompletion, WorkflowTaskLease
 from duro.store.sqlite import SQLiteStore
 
@@ -253,6 +257,31 @@ async def test_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="newer than this duro"):
         await s.start()
     await s.close()
+
+
+async def test_postgres_schema_newer_than_the_code_is_refused(pg_database: str) -> None:
+    s = PostgresStore(pg_database)
+    await s.start()
+    await s.close()
+    conn = await asyncpg.connect(pg_database)
+    await conn.execute("INSERT INTO schema_migrations VALUES (999, 'from_the_future', 0)")
+    await conn.close()
+    s = PostgresStore(pg_database)
+    with pytest.raises(SchemaError, match="newer than this duro"):
+        await s.start()
+    await s.close()
+
+
+async def test_postgres_workers_starting_together_migrate_once(pg_database: str) -> None:
+    stores = [PostgresStore(pg_database) for _ in range(4)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        status = await schema_status(pg_database)
+        assert status.up_to_date
+        assert [v for v, _, _ in status.applied] == list(range(1, status.latest + 1))
+    finally:
+        for s in stores:
+            await s.close()
 
 
 async def test_reopening_a_database_keeps_its_data(tmp_path: Path) -> None:
