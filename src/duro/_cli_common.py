@@ -74,7 +74,7 @@ def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         default=DEFAULT_DB,
         show_default=True,
         metavar="URL",
-        help="Database URL (env DURO_DB), e.g. sqlite:///path/to/duro.db.",
+        help="Database URL (env DURO_DB): sqlite:///path/to/duro.db or postgresql://user@host/db.",
     )
     @click.option("--namespace", default="default", show_default=True, help="Namespace.")
     @functools.wraps(fn)
