@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import floor
+import scale
 import workloads
 from rich.console import Console
 from rich.table import Table
@@ -786,7 +787,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             command += f" --only {args.only}"
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(report, command + f" --out {args.out}"))
+        text = markdown(report, command + f" --out {args.out}")
+        # Sections other benches own (bench/scale.py's PostgreSQL figures) are kept.
+        old = args.out.read_text() if args.out.exists() else ""
+        if scale.MARK_START in old and scale.MARK_END in old:
+            kept = old[old.index(scale.MARK_START) : old.index(scale.MARK_END)]
+            text = text.rstrip() + "\n\n" + kept + scale.MARK_END + "\n"
+        args.out.write_text(text)
         console.print(f"report written to {args.out}")
     return 0
 

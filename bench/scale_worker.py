@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 
@@ -21,6 +22,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--ready", required=True)
+    parser.add_argument("--stats", help="write the store's transaction counts here at exit")
     args = parser.parse_args()
     client = await Client.connect(args.db)
     try:
@@ -37,6 +39,10 @@ async def main() -> None:
             stop = asyncio.Event()
             loop.add_signal_handler(signal.SIGTERM, stop.set)
             await stop.wait()
+        if args.stats:
+            counts = getattr(client.store, "operation_counts", {})
+            with open(args.stats, "w") as f:
+                json.dump(dict(counts), f)
     finally:
         await client.close()
 

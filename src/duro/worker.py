@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from duro import activity as activity_api
 from duro import retention
-from duro.commands import FailWorkflow
+from duro.commands import FailWorkflow, ScheduleActivity
 from duro.converter import failure_to_dict, to_payload
 from duro.definitions import (
     ActivityDefinition,
@@ -554,8 +554,18 @@ class Worker:
                 return
             # Reserve the activity slots offered for eager hand-off so that concurrent tasks
             # cannot claim more activities than max_concurrent_activities between them.
-            reserved = max(0, self._max_act - self._act_in_flight - self._act_reserved)
-            if not self._activities or self._stopping.is_set():
+            # Only as many as this task schedules here: a burst of concurrent tasks must not
+            # have the first take every slot and leave the others' activities to a poll.
+            wanted = sum(
+                1
+                for c in commands
+                if isinstance(c, ScheduleActivity)
+                and c.task_queue == self.task_queue
+                and c.activity_type in self._activities
+            )
+            free = max(0, self._max_act - self._act_in_flight - self._act_reserved)
+            reserved = min(free, wanted)
+            if self._stopping.is_set():
                 reserved = 0  # shutting down: take no new activities
             self._act_reserved += reserved
             completion = WorkflowTaskCompletion(

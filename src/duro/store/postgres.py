@@ -31,6 +31,7 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -181,6 +182,8 @@ class PostgresStore(SqlStore):
         self._token = uuid.uuid4().hex[:12]
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
+        self.operation_counts: Counter[str] = Counter()
+        """Transactions committed per operation name (``poll_…:empty`` for empty polls)."""
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresStore:
@@ -265,6 +268,9 @@ class PostgresStore(SqlStore):
                 raise _as_store_error(e) from e
             for topic in notes:
                 self._notifier.notify(topic)
+            self.operation_counts[fn.__name__] += 1
+            if isinstance(result, list) and not result:
+                self.operation_counts[f"{fn.__name__}:empty"] += 1
             return result
 
     async def _attempt(
