@@ -74,6 +74,7 @@ _CONNECTION_LOST = (
     OSError,
     asyncio.TimeoutError,
 )
+_LIVENESS_OPS = frozenset({"heartbeat_worker"})
 _MAX_CONFLICT_RETRIES = 20
 _RECONNECT_FOR = 60.0
 """Seconds an operation keeps retrying while the database is unreachable."""
@@ -178,6 +179,7 @@ class PostgresStore(SqlStore):
         self._min = min_connections
         self._max = max(max_connections, min_connections)
         self._pool: asyncpg.Pool | None = None
+        self._liveness_pool: asyncpg.Pool | None = None
         self._notifier = Notifier()
         self._token = uuid.uuid4().hex[:12]
         self._listener: asyncio.Task[None] | None = None
@@ -201,7 +203,15 @@ class PostgresStore(SqlStore):
                 statement_cache_size=1024,
                 command_timeout=60,
             )
+            # Liveness heartbeats get a connection of their own: queued behind a burst of work
+            # in the main pool, a live worker's heartbeat would arrive late and it would be
+            # taken for dead.
+            self._liveness_pool = await asyncpg.create_pool(
+                self.url, min_size=0, max_size=1, command_timeout=60
+            )
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as e:
+            if self._pool is not None:
+                await self._pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {redact(self.url)}: {e}") from e
         try:
             async with self._pool.acquire() as conn:
@@ -210,6 +220,7 @@ class PostgresStore(SqlStore):
                     self._offset = await _clock_offset(conn)
         except BaseException:
             await self._pool.close()
+            await self._liveness_pool.close()
             raise
         ready = asyncio.get_running_loop().create_future()
         self._listener = asyncio.create_task(self._listen(ready), name="duro-pg-listener")
@@ -228,9 +239,10 @@ class PostgresStore(SqlStore):
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pool.close(), 10)
+        for pool in (self._pool, self._liveness_pool):
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pool.close(), 10)
 
     # -- running operations --------------------------------------------------------------------
 
@@ -276,8 +288,9 @@ class PostgresStore(SqlStore):
     async def _attempt(
         self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool
     ) -> tuple[T, set[Hashable]]:
-        assert self._pool is not None
-        async with self._pool.acquire() as conn:
+        pool = self._liveness_pool if fn.__name__ in _LIVENESS_OPS else self._pool
+        assert pool is not None
+        async with pool.acquire() as conn:
             tx = Tx(_Connection(conn), self.now(), dialect=_READ_ONLY if readonly else POSTGRES)
             await conn.execute("BEGIN")
             try:
