@@ -37,6 +37,7 @@ class PgServer:
     user: str
     private: bool = False
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    _restart: Callable[[], None] | None = field(default=None, repr=False)
 
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -61,6 +62,12 @@ class PgServer:
 
     def drop_database(self, name: str) -> None:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def restart(self) -> None:
+        """Restart a private server (``pg_ctl restart -m fast``: every connection is cut)."""
+        if self._restart is None:
+            raise RuntimeError("only a private server can be restarted by the tests")
+        self._restart()
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -146,7 +153,11 @@ def private_server() -> PgServer:
             run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(base, ignore_errors=True)
 
-    return PgServer(SHARED_HOST, port, "duro", private=True, _stop=stop)
+    def restart() -> None:
+        log = str(base / "log")
+        run(pg_ctl, "-D", str(data), "-o", options, "-l", log, "-m", "fast", "-w", "restart")
+
+    return PgServer(SHARED_HOST, port, "duro", private=True, _stop=stop, _restart=restart)
 
 
 def _has_user(name: str) -> bool:

@@ -5,6 +5,8 @@
   two workers are SIGKILLed and the other two finish every run. Each activity result is in
   history once, each activity ran once (or, if a kill interrupted it, once more), and every
   history is well-formed.
+- ``test_workers_and_clients_ride_out_a_database_restart``: a private cluster restarted under
+  running workflows.
 - ``test_chaos_kills_and_dropped_connections_lose_nothing``: 200 workflows with activities, a
   timer and a signal, while workers are SIGKILLed and restarted and random database
   connections (workers' and the test's own) are terminated with ``pg_terminate_backend``.
@@ -25,16 +27,18 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from duro import Client, EventType, RunStatus, WorkflowHandle
+from duro import Client, EventType, RunStatus, Worker, WorkflowHandle
 from duro.errors import StoreError
 from duro.history import CLOSE_EVENTS, Event
 from tests.e2e import scale_app
 from tests.e2e.app import LOG_ENV
+from tests.pg_server import private_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -356,3 +360,44 @@ async def test_chaos_kills_and_dropped_connections_lose_nothing(
         workers.stop()
         with contextlib.suppress(Exception):
             await client.close()
+
+
+async def test_workers_and_clients_ride_out_a_database_restart(tmp_path: Path) -> None:
+    """A restart cuts every connection (workers', listeners', the client's): runs go on."""
+    server = private_server()  # a cluster of the test's own: restarting it disturbs nobody
+    client = None
+    try:
+        url = server.url(server.create_database())
+        client = await Client.connect(url)
+        async with Worker(
+            client,
+            task_queue=scale_app.TASK_QUEUE,
+            workflows=scale_app.WORKFLOWS,
+            activities=scale_app.ACTIVITIES,
+            liveness_timeout=timedelta(seconds=5),
+        ):
+            handles = [
+                await client.start_workflow(
+                    scale_app.ChaosWorkflow.run, n, id=f"r-{n}", task_queue=scale_app.TASK_QUEUE
+                )
+                for n in range(20)
+            ]
+            await asyncio.sleep(0.3)  # activities, timers in flight
+            booted = server.psql("SELECT pg_postmaster_start_time()")
+            await asyncio.to_thread(server.restart)
+            assert server.psql("SELECT pg_postmaster_start_time()") != booted
+            for n, handle in enumerate(handles):
+                await _retrying(
+                    "signal",
+                    lambda n=n, handle=handle: handle.signal(
+                        scale_app.ChaosWorkflow.proceed, f"go-{n}", request_id=f"go-{n}"
+                    ),
+                )
+            for n, handle in enumerate(handles):
+                assert await handle.result(timeout=60) == scale_app.chaos_result(n)
+                problems = check_history(handle.id, await handle.fetch_history())
+                assert not problems, problems
+    finally:
+        if client is not None:
+            await client.close()
+        server.stop()

@@ -270,7 +270,12 @@ class PostgresStore(SqlStore):
             except _CONNECTION_LOST as e:
                 if self._closed or time.monotonic() > deadline:
                     raise StoreError(f"PostgreSQL unreachable: {type(e).__name__}: {e}") from e
-                log.warning("PostgreSQL connection lost (%s); retrying %s", e, fn.__name__)
+                log.log(
+                    logging.WARNING if delay == 0.01 else logging.DEBUG,
+                    "PostgreSQL connection lost (%s); retrying %s",
+                    e,
+                    fn.__name__,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
