@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from duro import Client, RetryPolicy, Worker, WorkflowFailureError, activity, workflow
+from duro.errors import StoreError
 
 
 @activity.defn
@@ -212,6 +213,45 @@ async def test_a_failed_completion_does_not_leave_a_run_stuck(client: Client) ->
     finally:
         del client.store.complete_workflow_task
     assert calls > 3
+
+
+ADD_CALLS: list[int] = []
+
+
+@activity.defn
+async def add_once(a: int, b: int) -> int:
+    ADD_CALLS.append(a)
+    return a + b
+
+
+@workflow.defn
+async def sum_two(n: int) -> int:
+    return await add_once(n, 1) + await add_once(n, 2)
+
+
+async def test_an_activity_outcome_the_store_failed_to_record_is_recorded_on_retry(
+    client: Client,
+) -> None:
+    """A store error while recording an outcome (a connection lost during the commit) is
+    retried at once: the activity is not run again after its lease expires."""
+    ADD_CALLS.clear()
+    original = client.store.complete_activity_task
+    failed = 0
+
+    async def lossy(lease, result, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal failed
+        if failed == 0:
+            failed += 1
+            raise StoreError("connection lost while committing")
+        return await original(lease, result, **kwargs)
+
+    client.store.complete_activity_task = lossy  # type: ignore[method-assign]
+    try:
+        async with Worker(client, workflows=[sum_two], activities=[add_once]):
+            assert await client.execute_workflow(sum_two, 5, id=wid()) == 13
+    finally:
+        del client.store.complete_activity_task
+    assert failed == 1 and ADD_CALLS == [5, 5]  # each of the two activities ran once
 
 
 async def test_a_worker_reaped_while_alive_registers_again(client: Client) -> None:

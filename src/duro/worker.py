@@ -74,6 +74,10 @@ __all__ = ["Worker", "WorkerStatistics"]
 logger = logging.getLogger("duro.worker")
 
 
+_OUTCOME_ATTEMPTS = 3
+"""Tries to record an activity's outcome before leaving it to the lease's expiry."""
+
+
 @dataclass(frozen=True)
 class WorkerStatistics:
     """A snapshot of a worker's load, from ``Worker.statistics()``."""
@@ -713,38 +717,56 @@ class Worker:
         eager = (
             self.worker_id if lease.run_id in self._cache and not self._stopping.is_set() else None
         )
-        try:
-            if outcome_ok:
-                wt = await store.complete_activity_task(
-                    lease,
-                    value,
-                    eager_worker_id=eager,
-                    cached_upto=self._cache.upto,
-                    build_id=self.build_id,
-                )
-                self._stats["act_completed"] += 1
-            else:
-                wt = await store.fail_activity_task(
-                    lease,
-                    value,
-                    eager_worker_id=eager,
-                    cached_upto=self._cache.upto,
-                    build_id=self.build_id,
-                )
-                self._stats["act_failed"] += 1
-        except LeaseLostError:
-            logger.info(
-                "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
-                lease.activity_type,
-                lease.run_id,
-                lease.attempt,
-            )
-            return
-        except StoreError as e:
-            logger.warning("recording activity outcome failed: %s", e)
-            return
+        wt = await self._record_outcome(lease, outcome_ok, value, eager)
         if wt is not None:
             self._spawn_workflow_task(wt)
+
+    async def _record_outcome(
+        self, lease: ActivityTaskLease, ok: bool, value: Any, eager: str | None
+    ) -> WorkflowTaskLease | None:
+        """Record an attempt's outcome; the workflow task handed over with it, if any.
+
+        A store error here may leave the outcome recorded or not (a connection lost during the
+        commit): trying again is safe, as the lease refuses a second recording, and it saves
+        re-running the activity once its lease expires.
+        """
+        store = self.store
+        for attempt in range(_OUTCOME_ATTEMPTS):
+            try:
+                if ok:
+                    wt = await store.complete_activity_task(
+                        lease,
+                        value,
+                        eager_worker_id=eager,
+                        cached_upto=self._cache.upto,
+                        build_id=self.build_id,
+                    )
+                    self._stats["act_completed"] += 1
+                else:
+                    wt = await store.fail_activity_task(
+                        lease,
+                        value,
+                        eager_worker_id=eager,
+                        cached_upto=self._cache.upto,
+                        build_id=self.build_id,
+                    )
+                    self._stats["act_failed"] += 1
+                return wt
+            except LeaseLostError:
+                if attempt == 0:
+                    logger.info(
+                        "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
+                        lease.activity_type,
+                        lease.run_id,
+                        lease.attempt,
+                    )
+                return None
+            except StoreError as e:
+                if attempt == _OUTCOME_ATTEMPTS - 1:
+                    logger.warning("recording activity outcome failed: %s", e)
+                    return None
+                await asyncio.sleep(0.1 * (attempt + 1))
+        return None
 
     async def _invoke(
         self,
