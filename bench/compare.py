@@ -1,0 +1,259 @@
+"""duro beside its peers, same machine, same run: duro on SQLite and on PostgreSQL, Temporal
+(the official CLI's dev server on a SQLite file, Python SDK) and DBOS (SQLite and PostgreSQL).
+
+Usage (after ``pip install -e '.[bench]'``)::
+
+    python bench/compare.py                        # every system, full sizes (~10 minutes)
+    python bench/compare.py --quick                # small sizes: checks every runner works
+    python bench/compare.py --systems duro-sqlite,dbos-sqlite
+    python bench/compare.py --out docs/benchmarks.md   # (re)writes the comparison section
+
+Each system runs in a subprocess of its own (``peers/*_runner.py``), one after another, with
+its client and one worker (Temporal: plus its server) on this machine, against a fresh
+database; all run the same workloads (``peers/common.py``):
+
+- sequential: 10-step workflows one at a time; time per step (p50, p95);
+- fan-out: 300 five-step workflows started at once; steps per second until the last result;
+- parallel: one workflow running 200 activities at once; activities per second;
+- timers: 300 workflows sleeping 1-3 s; lateness of the code after the sleep (p50, p99);
+- signals: 100 blocked workflows signalled one at a time; signal sent to result (p50, p99);
+- starts: 300 starts one after another from the client; starts per second.
+
+PostgreSQL is the server on 127.0.0.1:5432 when it answers, else a private throwaway cluster.
+Nothing here asserts on time: the table is a measurement, with duro/peer ratios beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(HERE / "peers"), str(ROOT)]
+
+import common  # noqa: E402
+from core import machine  # noqa: E402
+
+from tests.pg_server import PgServer, find_or_start  # noqa: E402
+
+MARK_START = "<!-- bench/compare.py: start -->"
+MARK_END = "<!-- bench/compare.py: end -->"
+SYSTEMS = ("duro-sqlite", "duro-postgres", "temporal", "dbos-sqlite", "dbos-postgres")
+TITLES = {
+    "duro-sqlite": "duro (SQLite)",
+    "duro-postgres": "duro (PostgreSQL)",
+    "temporal": "Temporal (dev server, SQLite)",
+    "dbos-sqlite": "DBOS (SQLite)",
+    "dbos-postgres": "DBOS (PostgreSQL)",
+}
+FIGURES = (
+    # key, label, unit, higher is better
+    ("sequential_p50_ms", "sequential step p50", "ms", False),
+    ("sequential_p95_ms", "sequential step p95", "ms", False),
+    ("fanout_steps_per_s", "fan-out throughput", "steps/s", True),
+    ("parallel_activities_per_s", "200 parallel activities", "act/s", True),
+    ("timer_lateness_p50_ms", "timer lateness p50", "ms", False),
+    ("timer_lateness_p99_ms", "timer lateness p99", "ms", False),
+    ("signal_p50_ms", "signal to result p50", "ms", False),
+    ("signal_p99_ms", "signal to result p99", "ms", False),
+    ("starts_per_s", "client starts", "starts/s", True),
+)
+RATIOS = (
+    # (duro system, peer system): the ratio columns, "how many times better duro is"
+    ("duro-sqlite", "dbos-sqlite"),
+    ("duro-sqlite", "temporal"),
+    ("duro-postgres", "dbos-postgres"),
+)
+TIME_LIMIT = 1800.0
+"""Seconds one system may take before it is stopped and reported as failed."""
+
+
+@dataclass
+class Outcome:
+    system: str
+    figures: dict[str, float]
+    seconds: float
+    error: str | None = None
+
+
+def _runner(system: str, db: str | None, workdir: Path, sizes: common.Sizes) -> list[str]:
+    peers = HERE / "peers"
+    args = ["--sizes", json.dumps(asdict(sizes))]
+    if system.startswith("duro"):
+        return [
+            sys.executable,
+            str(peers / "duro_runner.py"),
+            "--db",
+            str(db),
+            "--system",
+            system,
+            *args,
+        ]
+    if system.startswith("dbos"):
+        return [
+            sys.executable,
+            str(peers / "dbos_runner.py"),
+            "--db",
+            str(db),
+            "--system",
+            system,
+            *args,
+        ]
+    return [sys.executable, str(peers / "temporal_runner.py"), "--workdir", str(workdir), *args]
+
+
+def run_system(system: str, sizes: common.Sizes, workdir: Path, server: PgServer | None) -> Outcome:
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = None
+    db: str | None = None
+    if system.endswith("postgres"):
+        assert server is not None
+        database = server.create_database()
+        db = server.url(database)
+    elif system == "duro-sqlite":
+        db = f"sqlite:///{workdir / 'duro.db'}"
+    elif system == "dbos-sqlite":
+        db = f"sqlite:///{workdir / 'dbos.sqlite'}"
+    started = time.perf_counter()
+    try:
+        out = subprocess.run(
+            _runner(system, db, workdir, sizes),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIME_LIMIT,
+        )
+    except subprocess.TimeoutExpired:
+        return Outcome(system, {}, TIME_LIMIT, f"did not finish in {TIME_LIMIT:.0f} s")
+    finally:
+        if database is not None and server is not None:
+            server.drop_database(database)
+    seconds = time.perf_counter() - started
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return Outcome(system, json.loads(line[len("RESULT ") :])["figures"], seconds)
+    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    return Outcome(system, {}, seconds, f"exit {out.returncode}: {tail}")
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit in ("steps/s", "act/s", "starts/s"):
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def ratio(duro: float | None, peer: float | None, higher_is_better: bool) -> str:
+    if not duro or not peer:
+        return "—"
+    times = duro / peer if higher_is_better else peer / duro
+    return f"{times:,.1f}x"
+
+
+def table(outcomes: dict[str, Outcome]) -> list[str]:
+    systems = [s for s in SYSTEMS if s in outcomes]
+    ratios = [(d, p) for d, p in RATIOS if d in outcomes and p in outcomes]
+    head = ["Figure", *(TITLES[s] for s in systems)]
+    head += [f"{TITLES[d].split(' ')[0]} {d.split('-')[1]} ÷ {TITLES[p]}" for d, p in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, unit, higher in FIGURES:
+        cells = [f"{label} ({unit})"]
+        cells += [_fmt(outcomes[s].figures.get(key), unit) for s in systems]
+        cells += [
+            ratio(outcomes[d].figures.get(key), outcomes[p].figures.get(key), higher)
+            for d, p in ratios
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(outcomes: dict[str, Outcome], sizes: common.Sizes, command: str, db_dir: str) -> str:
+    facts = machine(db_dir)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    failures = [f"- {TITLES[o.system]}: {o.error}" for o in outcomes.values() if o.error]
+    lines = [
+        MARK_START,
+        "## Side by side with Temporal and DBOS",
+        "",
+        f"Generated by `{command}` on {when}, one system after another on the same machine "
+        f"({facts.get('Logical cores', '?')} cores, {facts.get('CPU', '?')}, "
+        f"{facts.get('RAM', '?')}). Every system runs its client and one worker in one process "
+        "(Temporal: plus its dev server on a SQLite file; DBOS runs workflows where they are "
+        "started) against a fresh database; PostgreSQL is the local server (fsync on). Ratios "
+        "say how many times better duro is (higher throughput, or lower latency); a single run "
+        "per system, so ±10% between runs is noise.",
+        "",
+        *table(outcomes),
+        "",
+        f"Sizes: {sizes.sequential} sequential 10-step runs; fan-out {sizes.fanout} x "
+        f"{sizes.fanout_steps} steps; {sizes.parallel} parallel activities; {sizes.timers} timers "
+        f"of {sizes.timer_min:g}-{sizes.timer_max:g} s; {sizes.signals} signals; {sizes.starts} "
+        "starts. Wall time per system: "
+        + ", ".join(f"{TITLES[s]} {o.seconds:.0f} s" for s, o in outcomes.items())
+        + ".",
+    ]
+    if failures:
+        lines += ["", "Systems that did not complete:", *failures]
+    lines.append(MARK_END)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        text = head + section + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--out", type=Path, help="markdown file to (re)write the section in")
+    args = parser.parse_args(argv)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
+    sizes = common.Sizes.quick() if args.quick else common.Sizes()
+    server = find_or_start() if any(s.endswith("postgres") for s in systems) else None
+    outcomes: dict[str, Outcome] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="duro-compare-") as tmp:
+            for system in systems:
+                print(f"{TITLES[system]} ...", flush=True)
+                outcome = run_system(system, sizes, Path(tmp) / system, server)
+                outcomes[system] = outcome
+                shown = outcome.error or ", ".join(
+                    f"{k} {v:,.2f}" for k, v in outcome.figures.items()
+                )
+                print(f"  {outcome.seconds:.0f} s: {shown}", flush=True)
+            section = markdown(
+                outcomes, sizes, "python bench/compare.py" + (" --quick" if args.quick else ""), tmp
+            )
+    finally:
+        if server is not None:
+            server.stop()
+    print()
+    print("\n".join(table(outcomes)))
+    if args.out:
+        write_section(args.out, section)
+        print(f"wrote {args.out}")
+    return 0 if all(o.error is None for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
