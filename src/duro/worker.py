@@ -74,6 +74,8 @@ __all__ = ["Worker", "WorkerStatistics"]
 logger = logging.getLogger("duro.worker")
 
 
+_DUE_RETRY = 0.005
+"""Seconds the timer loop waits before looking again at work due that it could not fire."""
 _OUTCOME_ATTEMPTS = 3
 """Tries to record an activity's outcome before leaving it to the lease's expiry."""
 
@@ -398,9 +400,11 @@ class Worker:
                 nxt = None
             wait = self._max_poll_wait
             if nxt is not None:
-                wait = min(wait, max(0.0, nxt - store.now()))
-            if wait > 0:
-                await self._idle(["timer"], since, wait)
+                # Due but not fired (its run held by another transaction, say): look again
+                # shortly rather than at once, or the loop would spin.
+                delay = nxt - store.now()
+                wait = min(wait, delay if delay > 0 else _DUE_RETRY)
+            await self._idle(["timer"], since, wait)
 
     async def _workflow_poller(self) -> None:
         store = self.store

@@ -387,3 +387,51 @@ async def test_a_failing_operation_in_a_batch_fails_alone(store: Store) -> None:
     assert isinstance(bad, WorkflowNotFoundError)
     assert {r.workflow_id for r in await store.list_workflows(NS)} == {"a", "b"}
     assert not isinstance(a, BaseException) and not isinstance(b, BaseException)
+
+
+async def test_a_repeated_signal_with_start_request_signals_once(store: Store) -> None:
+    req = StartRequest(NS, "wf", "Agent", Q, [], request_id="req-1", signal=("go", [1]))
+    first = await store.start_workflow(req)
+    again = await store.start_workflow(dataclasses.replace(req))
+    assert again.run_id == first.run_id and not again.started
+    assert types(await store.get_history(first.run_id)).count("WorkflowExecutionSignaled") == 1
+
+
+async def test_resetting_an_older_run_terminates_the_running_one(store: Store) -> None:
+    old = await start(store)
+    await complete(store, await poll_one(store), cmd.CompleteWorkflow("ok"))
+    newer = await start(store)
+    reset = await store.reset_workflow(NS, "wf", old, 3, "redo", False, None)
+    assert (await store.describe(NS, "wf", newer)).status == RunStatus.TERMINATED
+    running = await store.list_workflows(NS, workflow_id="wf", status=RunStatus.RUNNING)
+    assert [r.run_id for r in running] == [reset]
+
+
+async def test_an_abandoned_child_closes_after_retention_deleted_its_parent(store: Store) -> None:
+    parent = await start(store, "p")
+    await complete(
+        store, await poll_one(store), cmd.StartChildWorkflow(1, "Agent", "c", [], Q, "abandon")
+    )
+    leases = {lease.workflow_id: lease for lease in await store.poll_workflow_tasks(NS, Q, "w1", 9)}
+    await complete(store, leases["p"], cmd.CompleteWorkflow("p"))
+    assert await store.delete_runs([parent]) == 1
+    await complete(store, leases["c"], cmd.CompleteWorkflow("c"))
+    assert (await store.describe(NS, "c")).status == RunStatus.COMPLETED
+
+
+async def test_a_drained_rate_limit_is_no_due_time(store: Store, clock: FakeClock) -> None:
+    """The timer loop sleeps until the next due time: a bucket that refilled long ago while
+    nobody waited must not be reported as due now (the loop would spin)."""
+    from duro.store.protocol import FlowLimit
+
+    await store.set_flow_limit(FlowLimit(NS, "activity_type", "act", rate=1.0))
+    await start(store)
+    await complete(store, await poll_one(store), schedule(1), schedule(2))
+    assert len(await store.poll_activity_tasks(NS, Q, "w1", 10)) == 1  # the burst of 1
+    due = await store.next_timer_time()
+    assert due is not None and due > clock()  # the next token, ahead
+    clock.advance(60)
+    assert len(await store.poll_activity_tasks(NS, Q, "w1", 10)) == 1
+    clock.advance(60)  # refilled, and no task waits
+    due = await store.next_timer_time()
+    assert due is None or due > clock()

@@ -66,6 +66,7 @@ from duro.store.tx import (
     key_limit,
     load_run,
     new_id,
+    raise_if_current_moved,
     run_from_row,
     workflow_lease,
 )
@@ -78,7 +79,9 @@ def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
     One transaction: with signal-with-start the run never exists without its signal.
     """
     result = _start(tx, req)
-    if req.signal is not None:
+    # A repeated request was applied before, its signal with it. (An update is deduplicated
+    # by its own id, and the caller needs its request to wait on.)
+    if req.signal is not None and not result.repeated:
         run = load_run(tx, result.run_id)
         name, args = req.signal
         apply_transition(tx, run, request_rules.signal_workflow(run, name, args, tx.now))
@@ -98,7 +101,7 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             (req.namespace, f"start:{req.request_id}"),
         ).fetchone()
         if row is not None:
-            return StartResult(run_id=row[0], started=False)
+            return StartResult(run_id=row[0], started=False, repeated=True)
     # (Two starts of a new id racing on a multi-writer store: the unique index on current runs
     # rejects the second, which is retried and then sees the first.)
     row = conn.execute(
@@ -203,7 +206,7 @@ def poll_workflow_tasks(
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
         "AND (t.sticky_worker IS NULL OR t.sticky_worker = ? OR t.sticky_until <= ?) "
         "AND (e.pinned_build_id IS NULL OR e.pinned_build_id = ?) AND e.admitted = 1 "
-        f"ORDER BY t.priority DESC, t.visible_at LIMIT ?{tx.dialect.skip_locked}",
+        f"ORDER BY t.priority DESC, t.visible_at, t.task_id LIMIT ?{tx.dialect.skip_locked}",
         (namespace, task_queue, now, worker_id, now, build_id, max_tasks),
     ).fetchall()
     leases = []
@@ -223,16 +226,43 @@ def poll_workflow_tasks(
     return leases
 
 
+def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunRecord] | None:
+    """A task's row (``task_columns`` of ``tasks t``) and its run's record, both locked.
+
+    With several writers the run is locked first, then the task, the order every other
+    operation takes them in (run, then the run's task rows); the other order deadlocks with
+    a completion that deletes the run's tasks. SQLite, one writer, reads both at once.
+    """
+    if not tx.dialect.for_update:
+        row = tx.conn.execute(
+            f"SELECT {task_columns}, {RUN_COLUMNS_E} FROM tasks t "
+            "JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        width = len(task_columns.split(","))
+        return row[:width], run_from_row(row[width:])
+    found = tx.conn.execute("SELECT run_id FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    if found is None:
+        return None
+    try:
+        run = load_run(tx, found[0])
+    except WorkflowNotFoundError:
+        return None
+    task = tx.conn.execute(
+        f"SELECT {task_columns} FROM tasks t WHERE t.task_id = ?{tx.dialect.for_update}",
+        (task_id,),
+    ).fetchone()
+    return None if task is None else (task, run)
+
+
 def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:
     """The run of a workflow task, if ``lease`` still holds the task (fencing)."""
-    row = tx.conn.execute(
-        f"SELECT t.lease_id, {RUN_COLUMNS_E} FROM tasks t JOIN executions e "
-        f"ON e.run_id = t.run_id WHERE t.task_id = ?{tx.dialect.for_update}",
-        (lease.task_id,),
-    ).fetchone()
-    if row is None or row[0] != lease.lease_id:
+    found = _task_and_run(tx, lease.task_id, "t.lease_id")
+    if found is None or found[0][0] != lease.lease_id:
         raise LeaseLostError(f"workflow task of run {lease.run_id}")
-    return run_from_row(row[1:])
+    return found[1]
 
 
 def complete_workflow_task(
@@ -306,7 +336,7 @@ def _deliver_external(
     error: str | None = None
     tx.conn.execute("SAVEPOINT external")
     try:
-        target = find_run(tx, sender.namespace, request.workflow_id, request.run_id)
+        target = find_run(tx, sender.namespace, request.workflow_id, request.run_id, nowait=True)
         if isinstance(request, SignalExternalWorkflow):
             rule = request_rules.signal_workflow(target, request.name, request.args, tx.now)
         else:
@@ -374,16 +404,17 @@ def poll_activity_tasks(
     tx: Tx, namespace: str, task_queue: str, worker_id: str, max_tasks: int
 ) -> list[ActivityTaskLease]:
     conn, now = tx.conn, tx.now
+    gate = tx.gate(namespace)  # locks the limits before any task row: the order all take
     rows = conn.execute(
         "SELECT t.task_id, t.run_id, t.seq, t.activity_type, t.args, t.attempt, "
         "t.scheduled_time, t.start_to_close_timeout, t.heartbeat_timeout, t.heartbeat_details, "
         "t.retry_policy, e.namespace, e.workflow_id, e.workflow_type, t.schedule_to_close_timeout "
         "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.kind = 'activity' "
         "AND t.namespace = ? AND t.task_queue = ? AND t.lease_id IS NULL AND t.visible_at <= ? "
-        f"ORDER BY t.priority DESC, t.visible_at LIMIT ?{tx.dialect.skip_locked_of('t')}",
+        "ORDER BY t.priority DESC, t.visible_at, t.task_id "
+        f"LIMIT ?{tx.dialect.skip_locked_of('t')}",
         (namespace, task_queue, now, max_tasks * 4),  # room to pass over throttled types
     ).fetchall()
-    gate = tx.gate(namespace)
     leases: list[ActivityTaskLease] = []
     for row in rows:
         if len(leases) >= max_tasks:
@@ -465,14 +496,10 @@ def _record_outcome(
     build_id: str = "",
 ) -> WorkflowTaskLease | None:
     conn, now = tx.conn, tx.now
-    row = conn.execute(
-        f"SELECT {_ACTIVITY_COLUMNS}, {RUN_COLUMNS_E} FROM tasks t "
-        f"JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?{tx.dialect.for_update}",
-        (task_id,),
-    ).fetchone()
-    if row is None or row[9] != lease_id:
+    found = _task_and_run(tx, task_id, _ACTIVITY_COLUMNS)
+    if found is None or found[0][9] != lease_id:
         raise LeaseLostError(what)
-    task, run = _activity_record(row[:_ACTIVITY_WIDTH]), run_from_row(row[_ACTIVITY_WIDTH:])
+    task, run = _activity_record(found[0]), found[1]
     if ok:
         t = activity_rules.complete_activity(run, task, value, now)
     else:
@@ -489,7 +516,7 @@ def _record_outcome(
             cached_upto=cached_upto,
         )
     apply_transition(tx, run, t, claims)
-    if tx.gate(run.namespace).limits:  # a limited slot may have opened: pollers look again
+    if _has_activity_limits(tx, run.namespace):  # a limited slot may have opened: look again
         for (queue,) in conn.execute(
             "SELECT DISTINCT task_queue FROM tasks WHERE namespace = ? AND kind = 'activity' "
             "AND lease_id IS NULL",
@@ -497,6 +524,18 @@ def _record_outcome(
         ).fetchall():
             tx.notes.add(("activity", run.namespace, queue))
     return claims.workflow_lease if claims is not None else None
+
+
+def _has_activity_limits(tx: Tx, namespace: str) -> bool:
+    """Read without locking the limits (a poll would lock them): only decides a wake-up."""
+    return (
+        tx.conn.execute(
+            "SELECT 1 FROM flow_limits WHERE namespace = ? "
+            "AND scope IN ('activity_type', 'task_queue') LIMIT 1",
+            (namespace,),
+        ).fetchone()
+        is not None
+    )
 
 
 def detach_activity(tx: Tx, task_id: int, lease_id: str) -> None:
@@ -589,7 +628,8 @@ def next_timer_time(tx: Tx) -> float | None:
     # When a rate-limited budget holds a whole token again.
     t5 = tx.conn.execute(
         "SELECT MIN(refilled_at + (1.0 - tokens) / rate) FROM flow_limits "
-        "WHERE rate > 0 AND tokens < 1.0"
+        "WHERE rate > 0 AND tokens < 1.0 AND refilled_at + (1.0 - tokens) / rate > ?",
+        (now,),
     ).fetchone()[0]
     candidates = [t for t in (t1, t2, t3, t4, t5) if t is not None]
     return min(candidates) if candidates else None
@@ -763,8 +803,8 @@ def _release_leases(tx: Tx, rows: list[tuple[Any, ...]], result: ReapResult, *, 
     for row in rows:
         kind, rest = row[0], row[1:]
         run = load_run(tx, rest[1])
-        if tx.dialect.for_update and not _still_leased(tx, rest[0], rest[9]):
-            continue  # settled by another transaction between the read and the run's lock
+        if tx.dialect.for_update and not _still_leased(tx, rest[0], rest[9], expired=not lost):
+            continue  # settled (or extended) by another transaction since the read
         if kind == "workflow":
             apply_transition(tx, run, wt_rules.release_workflow_task(run, tx.now))
             result.released_workflow_tasks += 1
@@ -776,14 +816,21 @@ def _release_leases(tx: Tx, rows: list[tuple[Any, ...]], result: ReapResult, *, 
         result.released_activities += 1
 
 
-def _still_leased(tx: Tx, task_id: int, lease_id: str | None) -> bool:
-    row = tx.conn.execute("SELECT lease_id FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-    return row is not None and row[0] == lease_id
+def _still_leased(tx: Tx, task_id: int, lease_id: str | None, *, expired: bool) -> bool:
+    """The task still has this lease (and, if ``expired``, it has not been extended since)."""
+    row = tx.conn.execute(
+        f"SELECT lease_id, lease_expires FROM tasks WHERE task_id = ?{tx.dialect.for_update}",
+        (task_id,),
+    ).fetchone()
+    if row is None or row[0] != lease_id:
+        return False
+    return not expired or (row[1] is not None and row[1] <= tx.now)
 
 
 def _release_worker(tx: Tx, worker_id: str, result: ReapResult) -> None:
     """Hand every lease of ``worker_id`` to others at once and forget its sticky runs."""
     conn = tx.conn
+    conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
     rows = conn.execute(
         f"SELECT t.kind, {_ACTIVITY_COLUMNS} FROM tasks t WHERE t.lease_owner = ? "
         "AND t.lease_id IS NOT NULL",
@@ -799,7 +846,6 @@ def _release_worker(tx: Tx, worker_id: str, result: ReapResult) -> None:
         "UPDATE queries SET lease_id = NULL, lease_owner = NULL WHERE lease_owner = ? AND done = 0",
         (worker_id,),
     )
-    conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
 
 
 def unregister_worker(tx: Tx, worker_id: str) -> None:
@@ -817,6 +863,16 @@ def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
         ).fetchall()
     ]
     for worker_id in dead:
+        # Still silent now that its row is taken? (A heartbeat may have landed since the read.)
+        if (
+            tx.dialect.for_update
+            and not conn.execute(
+                "SELECT 1 FROM workers WHERE worker_id = ? AND heartbeat_at < ?"
+                f"{tx.dialect.for_update}",
+                (worker_id, now - liveness_timeout),
+            ).fetchone()
+        ):
+            continue
         _release_worker(tx, worker_id, result)
         result.dead_workers.append(worker_id)
     # Leases held by workers that never registered or that outlived their timeout.
@@ -848,7 +904,8 @@ def reap_workers(tx: Tx, liveness_timeout: float) -> ReapResult:
 
 def _still_waiting(tx: Tx, task_id: int, attempt: int) -> bool:
     row = tx.conn.execute(
-        "SELECT 1 FROM tasks WHERE task_id = ? AND attempt = ? AND lease_id IS NULL",
+        "SELECT 1 FROM tasks WHERE task_id = ? AND attempt = ? AND lease_id IS NULL"
+        + tx.dialect.for_update,
         (task_id, attempt),
     ).fetchone()
     return row is not None
@@ -1292,6 +1349,8 @@ def _previous_open(tx: Tx, info: ScheduleInfo) -> RunRecord | None:
         f"AND is_current = 1 AND status = 'Running'{tx.dialect.for_update}",
         (info.namespace, info.last_workflow_id),
     ).fetchone()
+    if row is None and tx.dialect.for_update:
+        raise_if_current_moved(tx, info.namespace, info.last_workflow_id, running_only=True)
     return run_from_row(row) if row else None
 
 
@@ -1395,9 +1454,22 @@ def reset_workflow(
                 "UPDATE executions SET is_current = 0 WHERE run_id = ?", (existing.run_id,)
             )
     else:
-        if old.status == RunStatus.RUNNING:
-            why = f"reset to run {new_run_id} at event {at}" + (f": {reason}" if reason else "")
-            apply_transition(tx, old, request_rules.terminate(old, why, now))
+        # The run reset goes away if it still runs, and so does the id's current run when the
+        # reset names an older one: one run of a workflow id runs at a time.
+        why = f"reset to run {new_run_id} at event {at}" + (f": {reason}" if reason else "")
+        running = [old] if old.status == RunStatus.RUNNING else []
+        try:
+            current = find_run(tx, namespace, workflow_id, None, nowait=True)
+        except WorkflowNotFoundError:
+            current = None
+        if (
+            current is not None
+            and current.run_id != old.run_id
+            and current.status == RunStatus.RUNNING
+        ):
+            running.append(current)
+        for run in running:
+            apply_transition(tx, run, request_rules.terminate(run, why, now))
         conn.execute(
             "UPDATE executions SET is_current = 0 WHERE namespace = ? AND workflow_id = ? "
             "AND is_current = 1",

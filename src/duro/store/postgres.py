@@ -75,7 +75,8 @@ _CONNECTION_LOST = (
     asyncio.TimeoutError,
 )
 _LIVENESS_OPS = frozenset({"heartbeat_worker"})
-_MAX_CONFLICT_RETRIES = 20
+_CONFLICTS_FOR = 10.0
+"""Seconds an operation keeps retrying after conflicts (a run held by another transaction)."""
 _RECONNECT_FOR = 60.0
 """Seconds an operation keeps retrying while the database is unreachable."""
 
@@ -186,6 +187,8 @@ class PostgresStore(SqlStore):
         self._closed = False
         self.operation_counts: Counter[str] = Counter()
         """Transactions committed per operation name (``poll_…:empty`` for empty polls)."""
+        self.retries: Counter[str] = Counter()
+        """Operations run again, by what stopped the first try (deadlock, lost connection…)."""
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresStore:
@@ -224,7 +227,12 @@ class PostgresStore(SqlStore):
             raise
         ready = asyncio.get_running_loop().create_future()
         self._listener = asyncio.create_task(self._listen(ready), name="duro-pg-listener")
-        await ready
+        try:
+            await ready
+        except BaseException:
+            await self._pool.close()
+            await self._liveness_pool.close()
+            raise
 
     def now(self) -> float:
         if self._clock is not None:
@@ -251,6 +259,7 @@ class PostgresStore(SqlStore):
             raise StoreError("store is closed")
         assert self._pool is not None, "store used before start()"
         conflicts = 0
+        conflict_deadline = time.monotonic() + _CONFLICTS_FOR
         deadline = time.monotonic() + _RECONNECT_FOR
         delay = 0.01
         while True:
@@ -262,12 +271,14 @@ class PostgresStore(SqlStore):
                     "the change may or may not have been applied"
                 ) from e.__cause__
             except _RETRYABLE as e:
+                self.retries[type(e).__name__] += 1
                 conflicts += 1
-                if conflicts > _MAX_CONFLICT_RETRIES:
+                if time.monotonic() > conflict_deadline:
                     raise _as_store_error(e) from e
-                await asyncio.sleep(0.001 * conflicts)
+                await asyncio.sleep(min(0.001 * conflicts, 0.05))
                 continue
             except _CONNECTION_LOST as e:
+                self.retries["connection lost"] += 1
                 if self._closed or time.monotonic() > deadline:
                     raise StoreError(f"PostgreSQL unreachable: {type(e).__name__}: {e}") from e
                 log.log(
@@ -295,7 +306,9 @@ class PostgresStore(SqlStore):
     ) -> tuple[T, set[Hashable]]:
         pool = self._liveness_pool if fn.__name__ in _LIVENESS_OPS else self._pool
         assert pool is not None
-        async with pool.acquire() as conn:
+        conn = await pool.acquire()
+        committed = False
+        try:
             tx = Tx(_Connection(conn), self.now(), dialect=_READ_ONLY if readonly else POSTGRES)
             await conn.execute("BEGIN")
             try:
@@ -309,19 +322,32 @@ class PostgresStore(SqlStore):
                     # state is unknown, so it is dropped (the pool opens a new one), never reused.
                     conn.terminate()
                 raise
-            commit = "COMMIT"
-            if tx.notes:
-                payload = json.dumps({"p": self._token, "t": _encode_topics(tx.notes)})
-                if len(payload) < 7900:
-                    quoted = payload.replace("'", "''")
-                    commit = f"SELECT pg_notify('{_CHANNEL}', '{quoted}'); COMMIT"
-                else:  # too many topics for one notification: everyone re-polls
-                    commit = f"SELECT pg_notify('{_CHANNEL}', '*'); COMMIT"
             try:
-                await conn.execute(commit)
+                await conn.execute(self._commit_statement(tx.notes))
             except _CONNECTION_LOST as e:
                 raise _AmbiguousCommit() from e
+            committed = True
             return result, tx.notes
+        finally:
+            try:
+                await pool.release(conn)
+            except Exception:
+                # The pool resets a connection it takes back; if that fails (the connection
+                # dropped just now) the pool discards it. After a COMMIT that error must not
+                # look like the operation's: it would be run a second time.
+                if not committed:
+                    raise
+
+    def _commit_statement(self, notes: set[Hashable]) -> str:
+        """COMMIT, preceded by the NOTIFY that wakes other processes' waiters for ``notes``."""
+        if not notes:
+            return "COMMIT"
+        payload = json.dumps({"p": self._token, "t": _encode_topics(notes)})
+        if len(payload) >= 7900:  # too many topics for one notification: everyone re-polls
+            payload = "*"
+        # Dollar quoting: no escaping rules (standard_conforming_strings or not) apply inside.
+        tag = f"$n{self._token}$"
+        return f"SELECT pg_notify('{_CHANNEL}', {tag}{payload}{tag}); COMMIT"
 
     # -- wake-ups ------------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class StartResult:
     """False when an existing run was returned (``use_existing`` or a repeated request id)."""
     update_request: int | None = None
     """With update-with-start: the request whose outcome ``take_query_outcome`` returns."""
+    repeated: bool = False
+    """The request id was seen before: nothing was done (the first request's signal, too)."""
 
 
 @dataclass(slots=True)

@@ -43,6 +43,10 @@ class Dialect:
     """Appended to a SELECT of rows the operation will change: waits for their other writers."""
     skip_locked: str = ""
     """Appended to a poll's SELECT: takes only rows no other transaction holds."""
+    for_update_nowait: str = ""
+    """Like ``for_update`` but fails at once (the operation is retried) instead of waiting:
+    for locks taken against the usual order (a parent locking its children, a run locking
+    another run), where waiting could deadlock."""
 
     def skip_locked_of(self, *tables: str) -> str:
         """``skip_locked`` limited to some tables of a join (the others are only read)."""
@@ -52,4 +56,9 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite")
-POSTGRES = Dialect("postgresql", for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+POSTGRES = Dialect(
+    "postgresql",
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    for_update_nowait=" FOR UPDATE NOWAIT",
+)

@@ -189,9 +189,15 @@ def load_run(tx: Tx, run_id: str) -> RunRecord:
     return run_from_row(row)
 
 
-def find_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> RunRecord:
-    """The run (the workflow id's current one if ``run_id`` is None), locked like ``load_run``."""
-    lock = tx.dialect.for_update
+def find_run(
+    tx: Tx, namespace: str, workflow_id: str, run_id: str | None, *, nowait: bool = False
+) -> RunRecord:
+    """The run (the workflow id's current one if ``run_id`` is None), locked like ``load_run``.
+
+    ``nowait``: fail at once (and have the operation retried) if another transaction holds
+    it, for an operation that already holds another run.
+    """
+    lock = tx.dialect.for_update_nowait if nowait else tx.dialect.for_update
     if run_id:
         row = tx.conn.execute(
             f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = ? AND namespace = ? "
@@ -205,8 +211,29 @@ def find_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> Ru
             (namespace, workflow_id),
         ).fetchone()
     if row is None:
+        if not run_id and lock:
+            raise_if_current_moved(tx, namespace, workflow_id)
         raise WorkflowNotFoundError(workflow_id, run_id)
     return run_from_row(row)
+
+
+def raise_if_current_moved(
+    tx: Tx, namespace: str, workflow_id: str, *, running_only: bool = False
+) -> None:
+    """A locked lookup of the current run found none, but one may exist.
+
+    While the lookup waited for the then-current run's lock, that run continued as new: it is
+    not current any more, and its successor was not in the lookup's snapshot. Retrying the
+    operation finds the successor.
+    """
+    running = " AND status = 'Running'" if running_only else ""
+    row = tx.conn.execute(
+        "SELECT run_id FROM executions WHERE namespace = ? AND workflow_id = ? "
+        f"AND is_current = 1{running}",
+        (namespace, workflow_id),
+    ).fetchone()
+    if row is not None:
+        raise ConcurrencyConflictError(row[0], 0)
 
 
 @dataclass
@@ -331,13 +358,15 @@ def apply_transition(
         if t.continue_as_new is not None:
             _continue_as_new(tx, run, *t.continue_as_new)
         elif run.parent_run_id is not None and run.parent_seq is not None:
-            # A child's outcome reaches its parent's history in the same transaction.
-            parent = load_run(tx, run.parent_run_id)
-            apply_transition(
-                tx,
-                parent,
-                child_rules.child_closed(parent, run.parent_seq, t.close, t.result, t.failure),
-            )
+            # A child's outcome reaches its parent's history in the same transaction (unless
+            # retention deleted the parent already: an abandoned child may outlive it).
+            parent = _parent_if_kept(tx, run.parent_run_id)
+            if parent is not None:
+                apply_transition(
+                    tx,
+                    parent,
+                    child_rules.child_closed(parent, run.parent_seq, t.close, t.result, t.failure),
+                )
         _apply_parent_close_policy(tx, run)
         _admit_next(tx, run)
         # Updates accepted but not finished never will be: tell their callers.
@@ -423,11 +452,19 @@ def _upsert_search_attributes(tx: Tx, run: RunRecord, attrs: dict[str, Any]) -> 
         )
 
 
+def _parent_if_kept(tx: Tx, run_id: str) -> RunRecord | None:
+    try:
+        return load_run(tx, run_id)
+    except WorkflowNotFoundError:
+        return None
+
+
 def _apply_parent_close_policy(tx: Tx, parent: RunRecord) -> None:
     """The parent closed: terminate or cancel its running children (unless abandoned)."""
     rows = tx.conn.execute(
-        f"SELECT {RUN_COLUMNS}, parent_close_policy FROM executions "
-        f"WHERE parent_run_id = ? AND status = 'Running'{tx.dialect.for_update}",
+        f"SELECT {RUN_COLUMNS}, parent_close_policy FROM executions WHERE parent_run_id = ? "
+        "AND status = 'Running' AND COALESCE(parent_close_policy, 'terminate') <> 'abandon'"
+        f"{tx.dialect.for_update_nowait}",
         (parent.run_id,),
     ).fetchall()
     for row in rows:
