@@ -243,13 +243,14 @@ def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunReco
             return None
         width = len(task_columns.split(","))
         return row[:width], run_from_row(row[width:])
-    found = tx.conn.execute("SELECT run_id FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-    if found is None:
+    row = tx.conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM executions "
+        f"WHERE run_id = (SELECT run_id FROM tasks WHERE task_id = ?){tx.dialect.for_update}",
+        (task_id,),
+    ).fetchone()
+    if row is None:
         return None
-    try:
-        run = load_run(tx, found[0])
-    except WorkflowNotFoundError:
-        return None
+    run = run_from_row(row)
     task = tx.conn.execute(
         f"SELECT {task_columns} FROM tasks t WHERE t.task_id = ?{tx.dialect.for_update}",
         (task_id,),

@@ -64,6 +64,9 @@ class Tx:
     dialect: Dialect = SQLITE
     notes: set[Hashable] = field(default_factory=set)
     gates: dict[str, FlowGate] = field(default_factory=dict)
+    appended: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    """History rows this transaction appended, by run: a lease handed out in the same
+    transaction reads its newest events from here instead of querying them back."""
 
     def gate(self, namespace: str) -> FlowGate:
         """The namespace's flow limits, read once per operation."""
@@ -287,6 +290,7 @@ def apply_transition(
             conn.execute(insert, rows[0])
         else:
             conn.executemany(insert, rows)
+        tx.appended.setdefault(run.run_id, []).extend(rows)
     new_next = next_id + len(events)
     wt_state = t.wt_state if t.wt_state is not None else run.wt_state
     if t.close is not None:
@@ -806,6 +810,15 @@ def get_history(tx: Tx, run_id: str, after: int) -> list[Event]:
     return _events_from_rows(rows)
 
 
+def _recent_history(tx: Tx, run: RunRecord, after: int) -> list[Event]:
+    """Events after ``after``: from this transaction's own appends when they cover them all
+    (a worker with the run cached gets just the events of the step it caused), else read."""
+    rows = tx.appended.get(run.run_id)
+    if after and rows and rows[0][1] <= after + 1 and rows[-1][1] == run.next_event_id - 1:
+        return [Event(r[1], EVENT_TYPES[r[2]], r[3], loads(r[4])) for r in rows if r[1] > after]
+    return get_history(tx, run.run_id, after)
+
+
 def workflow_lease(
     tx: Tx,
     run: RunRecord,
@@ -828,7 +841,7 @@ def workflow_lease(
         attempt=attempt,
         started_time=tx.now,
         next_event_id=run.next_event_id,
-        history=get_history(tx, run.run_id, after),
+        history=_recent_history(tx, run, after),
         history_after=after,
         history_size=run.history_size,
     )
