@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 from pathlib import Path
 
@@ -435,3 +436,25 @@ async def test_a_drained_rate_limit_is_no_due_time(store: Store, clock: FakeCloc
     clock.advance(60)  # refilled, and no task waits
     due = await store.next_timer_time()
     assert due is None or due > clock()
+
+
+def _wal_size(path: Path) -> int:
+    return os.path.getsize(f"{path}-wal")
+
+
+async def test_the_sqlite_log_stays_bounded_under_a_long_burst(tmp_path: Path) -> None:
+    """A writer that never pauses kept PASSIVE checkpoints from ever emptying the log (it
+    reached 15 GB for 100,000 runs); past its limit the log is emptied."""
+    path = tmp_path / "burst.db"
+    store = SQLiteStore(str(path), max_wal_bytes=256 * 1024)
+    await store.start()
+    try:
+        for i in range(3000):
+            await store.start_workflow(StartRequest(NS, f"wf{i}", "Agent", Q, ["x" * 200]))
+        for _ in range(40):  # the checkpointer looks every 0.5 s
+            if _wal_size(path) <= 256 * 1024:
+                break
+            await asyncio.sleep(0.1)
+        assert _wal_size(path) <= 256 * 1024
+    finally:
+        await store.close()
