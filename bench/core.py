@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import floor
-import scale
+import sections
 import workloads
 from rich.console import Console
 from rich.table import Table
@@ -788,11 +788,10 @@ def main(argv: list[str] | None = None) -> int:
             command += f" --only {args.only}"
         args.out.parent.mkdir(parents=True, exist_ok=True)
         text = markdown(report, command + f" --out {args.out}")
-        # Sections other benches own (bench/scale.py's PostgreSQL figures) are kept.
+        # Sections other benches own (scale.py, compare.py, …) are kept.
         old = args.out.read_text() if args.out.exists() else ""
-        if scale.MARK_START in old and scale.MARK_END in old:
-            kept = old[old.index(scale.MARK_START) : old.index(scale.MARK_END)]
-            text = text.rstrip() + "\n\n" + kept + scale.MARK_END + "\n"
+        for section in sections.kept(old):
+            text = text.rstrip() + "\n\n" + section + "\n"
         args.out.write_text(text)
         console.print(f"report written to {args.out}")
     return 0
