@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
+import pg_floor  # noqa: E402
 import sections  # noqa: E402
 import workloads  # noqa: E402
 
@@ -243,7 +244,15 @@ def table(rows: list[Row], sizes: Sizes) -> list[str]:
     return lines
 
 
-def markdown(rows: list[Row], sizes: Sizes, repeats: int, server: PgServer) -> str:
+async def _floor(server: PgServer, steps: int) -> float:
+    name = server.create_database()
+    try:
+        return await pg_floor.measure(server.url(name), steps=steps)
+    finally:
+        server.drop_database(name)
+
+
+def markdown(rows: list[Row], sizes: Sizes, repeats: int, server: PgServer, floor_us: float) -> str:
     version = server.psql("SHOW server_version").strip()
     cores = os.cpu_count()
     model = next(
@@ -268,6 +277,11 @@ def markdown(rows: list[Row], sizes: Sizes, repeats: int, server: PgServer) -> s
             "",
             *table(rows, sizes),
             "",
+            f"Store floor (`bench/pg_floor.py`: the raw writes of a step, two transactions, one "
+            f"connection, in a tight loop): {floor_us:,.0f} µs per step. duro's sequential step "
+            f"p50 with one worker is {rows[0].stat('step_p50_ms')[0] * 1000 / floor_us:.1f}x "
+            "that floor.",
+            "",
             "Reading it: every process shares the machine's two cores, and one worker already "
             "keeps them nearly busy (CPU column), PostgreSQL's backends taking as much as the "
             "worker; so added worker processes cannot add throughput here, they can only cost "
@@ -290,10 +304,13 @@ async def main() -> int:
     repeats = 1 if args.quick else args.repeat
     server = find_or_start()
     rows = [Row(n) for n in WORKER_COUNTS]
+    floors: list[float] = []
     try:
         with tempfile.TemporaryDirectory(prefix="duro-scale-") as tmp:
             for r in range(repeats):
                 for row in rows:
+                    if row.workers == 1:
+                        floors.append(await _floor(server, 500 if args.quick else 2000))
                     run_dir = Path(tmp) / f"r{r}"
                     run_dir.mkdir(exist_ok=True)
                     sample = await measure(server, row.workers, sizes, run_dir)
@@ -308,11 +325,12 @@ async def main() -> int:
                         f"({sample.empty_polls_per_step:.2f} empty polls)",
                         flush=True,
                     )
-        section = markdown(rows, sizes, repeats, server)
+        section = markdown(rows, sizes, repeats, server, statistics.median(floors))
     finally:
         server.stop()
     print()
     print("\n".join(table(rows, sizes)))
+    print(f"store floor {statistics.median(floors):,.0f} µs/step")
     if args.out:
         sections.write(args.out, "scale.py", section)
         print(f"wrote {args.out}")
