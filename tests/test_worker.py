@@ -271,3 +271,48 @@ async def test_a_worker_reaped_while_alive_registers_again(client: Client) -> No
                 break
         assert await client.store.heartbeat_worker(worker.worker_id)
         assert await client.execute_workflow(count_to, 3, id=wid()) == 3
+
+
+@workflow.defn
+async def naps_long() -> str:
+    await workflow.sleep(timedelta(hours=6))
+    return "rested"
+
+
+@workflow.defn
+class AwaitsApproval:
+    def __init__(self) -> None:
+        self.ok = False
+
+    @workflow.run
+    async def run(self) -> bool:
+        await workflow.wait_condition(lambda: self.ok, timeout=timedelta(hours=6))
+        return self.ok
+
+    @workflow.signal
+    def approve(self) -> None:
+        self.ok = True
+
+
+async def test_a_run_that_only_sleeps_holds_no_worker_memory(client: Client) -> None:
+    async with Worker(client, workflows=[naps_long, AwaitsApproval]) as worker:
+        sleeper = await client.start_workflow(naps_long, id=wid())
+        waiter = await client.start_workflow(AwaitsApproval.run, id=wid())
+        for _ in range(500):
+            if worker.statistics().workflow_tasks_completed >= 2:
+                break
+            await asyncio.sleep(0.01)
+        # The sleeper is replayed when its timer fires; the waiter may hear a signal any time.
+        assert worker.statistics().cached_runs == 1
+        await waiter.signal(AwaitsApproval.approve)
+        assert await waiter.result(timeout=10) is True
+        await sleeper.terminate("done")
+    async with Worker(
+        client, workflows=[naps_long], uncache_sleeping_after=None
+    ) as keeps_everything:
+        await client.start_workflow(naps_long, id=wid())
+        for _ in range(500):
+            if keeps_everything.statistics().workflow_tasks_completed >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert keeps_everything.statistics().cached_runs == 1

@@ -151,6 +151,7 @@ class Worker:
         max_concurrent_workflow_tasks: int = 64,
         max_concurrent_activities: int = 256,
         max_cached_workflows: int = 10_000,
+        uncache_sleeping_after: timedelta | None = timedelta(minutes=1),
         activity_executor: concurrent.futures.Executor | None = None,
         identity: str | None = None,
         build_id: str = "",
@@ -168,6 +169,9 @@ class Worker:
             max_concurrent_workflow_tasks: Workflow tasks processed at once. Default 64.
             max_concurrent_activities: Activity attempts running at once. Default 256.
             max_cached_workflows: Running instances kept in memory (LRU). Default 10,000.
+            uncache_sleeping_after: A run left waiting only on durable timers at least this
+                far away is not kept in memory (it is replayed when a timer fires), so runs that
+                sleep for hours cost no worker memory. Default 1 minute; None keeps them.
             activity_executor: Thread pool for sync activities; default one sized to
                 ``max_concurrent_activities``.
             liveness_timeout: After this long without a heartbeat from a worker, any worker
@@ -210,6 +214,9 @@ class Worker:
         self._max_wt = max_concurrent_workflow_tasks
         self._max_act = max_concurrent_activities
         self._cache = _RunCache(max_cached_workflows)
+        self._uncache_sleeping_after = (
+            None if uncache_sleeping_after is None else uncache_sleeping_after.total_seconds()
+        )
         self._executor = activity_executor
         self._own_executor = activity_executor is None
         self._liveness_timeout = liveness_timeout.total_seconds()
@@ -605,7 +612,10 @@ class Worker:
             return
         self._stats["wt_completed"] += 1
         inst.last_event_id = result.last_event_id
-        if not inst.closed:
+        sleeping = self._uncache_sleeping_after is not None and inst.only_sleeping(
+            self._uncache_sleeping_after
+        )
+        if not inst.closed and not sleeping:
             self._cache.put(run_id, inst)
         for activity_lease in result.activity_leases:
             self._spawn_activity(activity_lease)

@@ -723,6 +723,24 @@ class WorkflowInstance:
         self.add_command(cmd.StartTimer(seq, delay))
         return handle
 
+    def only_sleeping(self, at_least: float) -> bool:
+        """Whether the run waits on nothing but durable timers ``at_least`` seconds away.
+
+        Such a run needs no memory until a timer fires: the worker may drop it from its cache
+        and replay it then. Anything else pending (an activity, a child, a condition a signal
+        may satisfy) keeps it cached.
+        """
+        if (
+            not self._timers
+            or self._activities
+            or self._children
+            or self._externals
+            or self._conditions
+        ):
+            return False
+        soonest = min(handle.when() for handle in self._timers.values())
+        return soonest - self.workflow_time >= at_least
+
     def _cancel_timer(self, handle: DurableTimerHandle) -> None:
         if self._timers.pop(handle.seq, None) is not None:
             self.add_command(cmd.CancelTimer(handle.seq))
