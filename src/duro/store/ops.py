@@ -381,7 +381,6 @@ _ACTIVITY_COLUMNS = (
     "t.start_to_close_timeout, t.schedule_to_close_timeout, t.lease_id, t.started_time, "
     "t.heartbeat_timeout"
 )
-_ACTIVITY_WIDTH = 12
 
 
 def _activity_record(row: tuple[Any, ...]) -> ActivityTaskRecord:
