@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
 
 from duro import Client, RetryPolicy, Worker, WorkflowFailureError, activity, workflow
+from duro.converter import dumps
+from duro.definitions import workflow_definition
 from duro.errors import StoreError
+from duro.history import Event, EventType
+from duro.runtime.replay import replay
 
 
 @activity.defn
@@ -194,25 +199,32 @@ async def test_system_exit_fails_the_task_or_attempt_not_the_worker(client: Clie
         assert "SystemExit" in str(info.value.cause.cause)  # type: ignore[attr-defined]
 
 
-async def test_a_failed_completion_does_not_leave_a_run_stuck(client: Client) -> None:
-    worker = Worker(client, workflows=[count_to], activities=[add])
-    original = client.store.complete_workflow_task
+@pytest.mark.parametrize("path", ["two_transactions", "fused"])
+async def test_a_failed_completion_does_not_leave_a_run_stuck(client: Client, path: str) -> None:
+    """A completion the store fails with an unexpected error is retried; with the run cached,
+    a result and the task it wakes are completed in one call (the fused path)."""
+    cached = 10_000 if path == "fused" else 0
+    worker = Worker(client, workflows=[count_to], activities=[add], max_cached_workflows=cached)
+    name = "complete_activity_and_task" if path == "fused" else "complete_workflow_task"
+    original = getattr(client.store, name)
     calls = 0
 
-    async def flaky(lease, completion):  # type: ignore[no-untyped-def]
+    async def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 3:
             raise RuntimeError("store hiccup")  # not a StoreError: a bug, a driver surprise
-        return await original(lease, completion)
+        return await original(*args, **kwargs)
 
-    client.store.complete_workflow_task = flaky  # type: ignore[method-assign]
+    setattr(client.store, name, flaky)
     try:
         async with worker:
             assert await client.execute_workflow(count_to, 5, id=wid()) == 10
+            fused = worker.statistics().fused_steps
     finally:
-        del client.store.complete_workflow_task
+        delattr(client.store, name)
     assert calls > 3
+    assert fused == (4 if path == "fused" else 0)  # the hiccup's step took the usual path
 
 
 ADD_CALLS: list[int] = []
@@ -229,28 +241,33 @@ async def sum_two(n: int) -> int:
     return await add_once(n, 1) + await add_once(n, 2)
 
 
+@pytest.mark.parametrize("path", ["two_transactions", "fused"])
 async def test_an_activity_outcome_the_store_failed_to_record_is_recorded_on_retry(
-    client: Client,
+    client: Client, path: str
 ) -> None:
     """A store error while recording an outcome (a connection lost during the commit) is
     retried at once: the activity is not run again after its lease expires."""
     ADD_CALLS.clear()
-    original = client.store.complete_activity_task
+    name = "complete_activity_and_task" if path == "fused" else "complete_activity_task"
+    original = getattr(client.store, name)
     failed = 0
 
-    async def lossy(lease, result, **kwargs):  # type: ignore[no-untyped-def]
+    async def lossy(*args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal failed
         if failed == 0:
             failed += 1
             raise StoreError("connection lost while committing")
-        return await original(lease, result, **kwargs)
+        return await original(*args, **kwargs)
 
-    client.store.complete_activity_task = lossy  # type: ignore[method-assign]
+    setattr(client.store, name, lossy)
+    cached = 10_000 if path == "fused" else 0
     try:
-        async with Worker(client, workflows=[sum_two], activities=[add_once]):
+        async with Worker(
+            client, workflows=[sum_two], activities=[add_once], max_cached_workflows=cached
+        ):
             assert await client.execute_workflow(sum_two, 5, id=wid()) == 13
     finally:
-        del client.store.complete_activity_task
+        delattr(client.store, name)
     assert failed == 1 and ADD_CALLS == [5, 5]  # each of the two activities ran once
 
 
@@ -316,3 +333,116 @@ async def test_a_run_that_only_sleeps_holds_no_worker_memory(client: Client) -> 
                 break
             await asyncio.sleep(0.01)
         assert keeps_everything.statistics().cached_runs == 1
+
+
+# -- one transaction per step (the fused path) -------------------------------------------------
+
+
+def _shape(events: list[Event]) -> list[tuple[EventType, dict[str, object]]]:
+    """History as replay sees it: types and attributes, without times or who ran the task."""
+    drop = {"workflow_time", "identity", "workflow_id", "run_id", "history_size"}
+    return [(e.type, {k: v for k, v in e.attrs.items() if k not in drop}) for e in events]
+
+
+async def test_a_result_and_the_task_it_wakes_write_the_same_history_in_one_step(
+    client: Client,
+) -> None:
+    """With the run cached, each result and the task it wakes are recorded together, and the
+    history is the one the two-transaction path writes, down to the sizes ``workflow.info()``
+    reports, so either path replays the other's."""
+    histories = []
+    for cached in (10_000, 0):
+        async with Worker(
+            client, workflows=[count_to], activities=[add], max_cached_workflows=cached
+        ) as worker:
+            handle = await client.start_workflow(count_to, 4, id=wid())
+            assert await handle.result(timeout=10) == 6
+            assert worker.statistics().fused_steps == (4 if cached else 0)
+        histories.append(await handle.fetch_history())
+    fused, usual = histories
+    assert _shape(fused) == _shape(usual)
+    for history in histories:  # each task saw the size of the history before it, exactly
+        sizes = [len(dumps(e.attrs)) for e in history]
+        for i, e in enumerate(history):
+            if e.type == EventType.WORKFLOW_TASK_COMPLETED:
+                assert e.attrs["history_size"] == sum(sizes[:i])
+    defn = workflow_definition(count_to)
+    assert defn is not None
+    replay(defn, fused)
+
+
+@workflow.defn
+class CountsThenWaits:
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    @workflow.run
+    async def run(self, n: int) -> list[object]:
+        seen = [await add(i, 0) for i in range(n)]
+        await workflow.wait_condition(lambda: bool(self.heard))
+        return [seen, self.heard]
+
+    @workflow.signal
+    def hear(self, word: str) -> None:
+        self.heard.append(word)
+
+
+async def test_a_signal_that_lands_during_a_fused_step_is_not_lost(client: Client) -> None:
+    """The worker ran the code on a result while a signal reached the run: the store records
+    the result alone and hands the worker the task, which sees both; the instance that ran
+    ahead is dropped and the run replayed."""
+    original = client.store.complete_activity_and_task
+    handle = None
+    calls = 0
+
+    async def signal_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            assert handle is not None
+            await handle.signal(CountsThenWaits.hear, "meanwhile")
+        return await original(*args, **kwargs)
+
+    client.store.complete_activity_and_task = signal_first  # type: ignore[method-assign]
+    try:
+        async with Worker(client, workflows=[CountsThenWaits], activities=[add]) as worker:
+            handle = await client.start_workflow(CountsThenWaits.run, 3, id=wid())
+            assert await handle.result(timeout=10) == [[0, 1, 2], ["meanwhile"]]
+            stats = worker.statistics()
+    finally:
+        del client.store.complete_activity_and_task
+    assert calls == 3 and stats.fused_steps == 2
+    history = await handle.fetch_history()
+    kinds = [e.type for e in history]
+    assert kinds.count(EventType.ACTIVITY_TASK_COMPLETED) == 3
+    assert kinds.count(EventType.WORKFLOW_EXECUTION_SIGNALED) == 1
+    defn = workflow_definition(CountsThenWaits)
+    assert defn is not None
+    replay(defn, history)
+
+
+TRIPS: list[int] = []
+
+
+@workflow.defn
+async def trips_once(n: int) -> int:
+    first = await add(n, 0)
+    if not TRIPS:
+        TRIPS.append(first)
+        time.time()  # the determinism guard fails the task (retried), not the run
+    return first + await add(n, 1)
+
+
+async def test_a_task_that_fails_on_a_result_takes_the_usual_path(client: Client) -> None:
+    """Code that raises on a result, run ahead of the store, writes nothing: the result is
+    recorded on its own and the task runs again from history."""
+    TRIPS.clear()
+    async with Worker(client, workflows=[trips_once], activities=[add]) as worker:
+        handle = await client.start_workflow(trips_once, 3, id=wid())
+        assert await handle.result(timeout=10) == 7
+        stats = worker.statistics()
+    assert TRIPS == [3]
+    # The first result fell back (its task, run again from history, passed); the second fused.
+    assert (stats.fused_steps, stats.workflow_tasks_failed, stats.cache_misses) == (1, 0, 2)
+    kinds = [e.type for e in await handle.fetch_history()]
+    assert kinds.count(EventType.ACTIVITY_TASK_COMPLETED) == 2

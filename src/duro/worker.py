@@ -29,21 +29,22 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from duro import activity as activity_api
 from duro import retention
-from duro.commands import FailWorkflow, ScheduleActivity
-from duro.converter import failure_to_dict, to_payload
+from duro.commands import Command, FailWorkflow, ScheduleActivity
+from duro.converter import dumps, failure_to_dict, to_payload
 from duro.definitions import (
     ActivityDefinition,
     WorkflowDefinition,
     activity_definition,
     workflow_definition,
 )
+from duro.engine import activity as activity_rules
 from duro.errors import (
     ApplicationError,
     LeaseLostError,
@@ -55,11 +56,12 @@ from duro.errors import (
 from duro.errors import (
     TimeoutError as ActivityTimeoutError,
 )
-from duro.history import EventType
+from duro.history import Event, EventType
 from duro.runtime.instance import WorkflowInstance
 from duro.runtime.replay import advance, new_instance, replay
 from duro.store.protocol import (
     ActivityTaskLease,
+    CompletionResult,
     QueryTask,
     Store,
     WorkflowTaskCompletion,
@@ -93,6 +95,8 @@ class WorkerStatistics:
     activities_failed: int
     cache_hits: int
     cache_misses: int
+    fused_steps: int = 0
+    """Activity results recorded in one transaction with the workflow task they woke."""
 
 
 class _RunCache:
@@ -352,6 +356,7 @@ class Worker:
             activities_failed=s["act_failed"],
             cache_hits=s["cache_hit"],
             cache_misses=s["cache_miss"],
+            fused_steps=s["fused"],
         )
 
     # -- background loops ------------------------------------------------------------------------
@@ -499,15 +504,19 @@ class Worker:
     # -- workflow tasks --------------------------------------------------------------------------
 
     async def _workflow_task(self, lease: WorkflowTaskLease) -> None:
-        # Tasks of one run (a task and an eager hand-off) never advance its instance at once.
-        run_id = lease.run_id
+        async with self._run_lock(lease.run_id):
+            await self._process_workflow_task(lease)
+
+    @contextlib.asynccontextmanager
+    async def _run_lock(self, run_id: str) -> AsyncIterator[None]:
+        """Tasks of one run (a task, an eager hand-off, a result) never advance it at once."""
         entry = self._run_locks.get(run_id)
         if entry is None:
             entry = self._run_locks[run_id] = [asyncio.Lock(), 0]
         entry[1] += 1
         try:
             async with entry[0]:
-                await self._process_workflow_task(lease)
+                yield
         finally:
             entry[1] -= 1
             if entry[1] == 0:
@@ -567,22 +576,7 @@ class Worker:
             except (Exception, SystemExit, KeyboardInterrupt) as e:
                 await self._fail_workflow_task(lease, e)
                 return
-            # Reserve the activity slots offered for eager hand-off so that concurrent tasks
-            # cannot claim more activities than max_concurrent_activities between them.
-            # Only as many as this task schedules here: a burst of concurrent tasks must not
-            # have the first take every slot and leave the others' activities to a poll.
-            wanted = sum(
-                1
-                for c in commands
-                if isinstance(c, ScheduleActivity)
-                and c.task_queue == self.task_queue
-                and c.activity_type in self._activities
-            )
-            free = max(0, self._max_act - self._act_in_flight - self._act_reserved)
-            reserved = min(free, wanted)
-            if self._stopping.is_set():
-                reserved = 0  # shutting down: take no new activities
-            self._act_reserved += reserved
+            reserved = self._reserve_eager_slots(commands)
             completion = WorkflowTaskCompletion(
                 commands=commands,
                 workflow_time=lease.started_time,
@@ -608,10 +602,39 @@ class Worker:
         finally:
             if reserved:
                 self._release_slots(reserved)
+        self._task_completed(run_id, inst, result)
+
+    def _reserve_eager_slots(self, commands: Sequence[Command]) -> int:
+        """Reserve the activity slots offered for eager hand-off with a task's completion.
+
+        Reserved so that concurrent tasks cannot claim more activities than
+        max_concurrent_activities between them; only as many as this task schedules here, so
+        a burst of concurrent tasks does not have the first take every slot and leave the
+        others' activities to a poll.
+        """
+        if self._stopping.is_set():
+            return 0  # shutting down: take no new activities
+        wanted = sum(
+            1
+            for c in commands
+            if isinstance(c, ScheduleActivity)
+            and c.task_queue == self.task_queue
+            and c.activity_type in self._activities
+        )
+        free = max(0, self._max_act - self._act_in_flight - self._act_reserved)
+        reserved = min(free, wanted)
+        self._act_reserved += reserved
+        return reserved
+
+    def _task_completed(
+        self, run_id: str, inst: WorkflowInstance, result: CompletionResult
+    ) -> None:
+        """The store took a task's commands: cache the instance, run the activities it got."""
         if not result.accepted:
             return
         self._stats["wt_completed"] += 1
         inst.last_event_id = result.last_event_id
+        inst.stored_history_size = result.history_size
         sleeping = self._uncache_sleeping_after is not None and inst.only_sleeping(
             self._uncache_sleeping_after
         )
@@ -728,12 +751,88 @@ class Worker:
             heartbeats.stop()
         if cancelled and heartbeats.cancelled:
             return  # the task is gone (workflow cancelled it or the lease moved): nothing to report
+        if (
+            outcome_ok
+            and lease.run_id in self._cache
+            and not self._stopping.is_set()
+            and await self._advance_on_result(lease, value)
+        ):
+            return
         eager = (
             self.worker_id if lease.run_id in self._cache and not self._stopping.is_set() else None
         )
         wt = await self._record_outcome(lease, outcome_ok, value, eager)
         if wt is not None:
             self._spawn_workflow_task(wt)
+
+    async def _advance_on_result(self, lease: ActivityTaskLease, value: Any) -> bool:
+        """Run the cached run's code on an activity result, then record both in one transaction.
+
+        The usual path takes two: the result (which hands this worker the task it wakes), then
+        that task's completion. Here the worker runs the task first, on the event the store
+        is about to write, and the store checks that nothing else reached the run meanwhile;
+        if something did, it records the result alone and hands over the task as usual, and the
+        instance, which ran ahead, is dropped. False: nothing was recorded, take the usual path.
+        """
+        run_id = lease.run_id
+        wt: WorkflowTaskLease | None = None
+        async with self._run_lock(run_id):
+            inst = self._cache.pop(run_id)
+            if inst is None:
+                return False  # a task of this run took it meanwhile
+            seen = inst.last_event_id
+            attrs = activity_rules.completed_attrs(lease.seq, value, lease.attempt)
+            now = self.store.now()
+            event = Event(seen + 1, EventType.ACTIVITY_TASK_COMPLETED, now, attrs)
+            size = inst.stored_history_size + len(dumps(attrs))
+            try:
+                commands = advance(inst, [event], now, task_history=(seen + 1, size))
+            except (Exception, SystemExit, KeyboardInterrupt):
+                # The task fails: let the usual path record the result and run the task again
+                # from history, where the failure is handled (and retried) as for any task.
+                return False
+            self._stats["cache_hit"] += 1
+            reserved = self._reserve_eager_slots(commands)
+            completion = WorkflowTaskCompletion(
+                commands=commands,
+                workflow_time=now,
+                identity=self.identity,
+                build_id=self.build_id,
+                eager_activity_queue=self.task_queue if reserved > 0 else None,
+                eager_activities=reserved,
+                worker_id=self.worker_id,
+                pin=inst.defn.pinned,
+                history_size=size,
+            )
+            try:
+                step = await self.store.complete_activity_and_task(
+                    lease, value, seen, completion, cached_upto=self._cache.upto
+                )
+            except LeaseLostError:
+                logger.info(
+                    "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
+                    lease.activity_type,
+                    run_id,
+                    lease.attempt,
+                )
+                return True
+            except Exception as e:
+                # Maybe recorded (a connection lost during the commit), or a bug: the usual path
+                # records the result, fenced by the lease; the instance ran ahead and is dropped.
+                logger.warning("recording the result of run %s's activity failed: %s", run_id, e)
+                return False
+            finally:
+                if reserved:
+                    self._release_slots(reserved)
+            self._stats["act_completed"] += 1
+            if step.completion is not None:
+                self._stats["fused"] += 1
+                self._task_completed(run_id, inst, step.completion)
+            else:
+                wt = step.workflow_lease
+        if wt is not None:
+            self._spawn_workflow_task(wt)
+        return True
 
     async def _record_outcome(
         self, lease: ActivityTaskLease, ok: bool, value: Any, eager: str | None

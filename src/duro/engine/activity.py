@@ -21,11 +21,16 @@ def complete_activity(
         t.add_input(
             run,
             NewEvent(
-                EventType.ACTIVITY_TASK_COMPLETED,
-                {"seq": task.seq, "result": result, "attempt": task.attempt},
+                EventType.ACTIVITY_TASK_COMPLETED, completed_attrs(task.seq, result, task.attempt)
             ),
         )
     return t
+
+
+def completed_attrs(seq: int, result: Any, attempt: int) -> dict[str, Any]:
+    """``ActivityTaskCompleted``'s attributes; a worker advancing its cached run on an outcome
+    builds the same event before the store writes it."""
+    return {"seq": seq, "result": result, "attempt": attempt}
 
 
 def fail_activity(

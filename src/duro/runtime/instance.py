@@ -210,6 +210,8 @@ class WorkflowInstance:
         self.history_length = 0
         self.task_history_length = 0
         self.task_history_size = 0
+        self.stored_history_size = 0
+        """Bytes of stored history after this instance's last completed task (worker's)."""
         # Determinism guards (runtime/guards.py): read on every guarded call, so plain fields.
         self.guards_enabled = True
         self.guards_suspended = False

@@ -16,6 +16,7 @@ from duro.history import Event, RunStatus
 from duro.store import ops
 from duro.store.notify import Notifier
 from duro.store.protocol import (
+    ActivityStep,
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
@@ -161,6 +162,19 @@ class SqlStore:
     ) -> WorkflowTaskLease | None:
         return await self._call(
             ops.activity_outcome, lease, False, failure, eager_worker_id, cached_upto, build_id
+        )
+
+    async def complete_activity_and_task(
+        self,
+        lease: ActivityTaskLease,
+        result: Any,
+        seen_upto: int,
+        completion: WorkflowTaskCompletion,
+        *,
+        cached_upto: Callable[[str], int] | None = None,
+    ) -> ActivityStep:
+        return await self._call(
+            ops.complete_activity_and_task, lease, result, seen_upto, completion, cached_upto
         )
 
     async def detach_activity_task(self, task_id: int, lease_id: str) -> None:

@@ -37,6 +37,7 @@ from duro.errors import (
 )
 from duro.history import EventType, NewEvent, RunStatus
 from duro.store.protocol import (
+    ActivityStep,
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
@@ -269,7 +270,20 @@ def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:
 def complete_workflow_task(
     tx: Tx, lease: WorkflowTaskLease, completion: WorkflowTaskCompletion
 ) -> CompletionResult:
-    run = _leased_run(tx, lease)
+    return _complete_task(tx, _leased_run(tx, lease), completion)
+
+
+def _complete_task(
+    tx: Tx,
+    run: RunRecord,
+    completion: WorkflowTaskCompletion,
+    woken_by: Transition | None = None,
+) -> CompletionResult:
+    """Append a workflow task's completion and carry out its commands.
+
+    ``woken_by``: the input that woke the task, not yet written (the fused path); its events
+    go first and its activity task is deleted, in the same single update of the run.
+    """
     first = run.next_event_id
     t = wt_rules.complete_workflow_task(
         run,
@@ -282,6 +296,9 @@ def complete_workflow_task(
         history_size=completion.history_size,
         new_run_id=uuid.uuid4().hex,
     )
+    if woken_by is not None:
+        t.append[:0] = woken_by.append
+        t.delete_activities[:0] = woken_by.delete_activities
     claims = Claims(
         worker_id=completion.worker_id,
         activity_queue=completion.eager_activity_queue,
@@ -300,6 +317,7 @@ def complete_workflow_task(
         accepted=True,
         last_event_id=first + len(t.append) - 1,
         activity_leases=claims.activity_leases,
+        history_size=run.history_size,
     )
 
 
@@ -479,6 +497,52 @@ def activity_outcome(
     )
 
 
+def complete_activity_and_task(
+    tx: Tx,
+    lease: ActivityTaskLease,
+    result: Any,
+    seen_upto: int,
+    completion: WorkflowTaskCompletion,
+    cached_upto: Callable[[str], int] | None,
+) -> ActivityStep:
+    """One transaction per step: the result, and the task the worker ran on it in memory.
+
+    Fused only when the worker's view was the run's whole state: the result is the event
+    right after ``seen_upto``, no workflow task is scheduled or running, nothing is buffered,
+    and the run may run on the worker's build. The history is the same as the two-transaction
+    path writes (result, then ``WorkflowTaskCompleted`` and the commands), so replay cannot
+    tell them apart.
+    """
+    found = _task_and_run(tx, lease.task_id, _ACTIVITY_COLUMNS)
+    if found is None or found[0][9] != lease.lease_id:
+        raise LeaseLostError(
+            f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
+        )
+    task, run = _activity_record(found[0]), found[1]
+    t = activity_rules.complete_activity(run, task, result, tx.now)
+    fused = (
+        run.next_event_id == seen_upto + 1
+        and run.wt_state == WorkflowTaskState.IDLE
+        and not run.has_buffered
+        and len(t.append) == 1
+        and t.wt_state == WorkflowTaskState.SCHEDULED
+        and run.pinned_build_id in (None, completion.build_id)
+    )
+    if not fused:
+        claims = Claims(
+            worker_id=completion.worker_id,
+            workflow_task=True,
+            build_id=completion.build_id,
+            cached_upto=cached_upto,
+        )
+        apply_transition(tx, run, t, claims)
+        _wake_limited_pollers(tx, run.namespace)
+        return ActivityStep(workflow_lease=claims.workflow_lease)
+    done = _complete_task(tx, run, completion, woken_by=t)
+    _wake_limited_pollers(tx, run.namespace)
+    return ActivityStep(completion=done)
+
+
 def activity_outcome_by_token(tx: Tx, task_id: int, lease_id: str, ok: bool, value: Any) -> None:
     """Asynchronous completion: the outcome arrives from a client holding the task token."""
     _record_outcome(tx, task_id, lease_id, f"activity task {task_id}", ok, value, None, None)
@@ -495,7 +559,7 @@ def _record_outcome(
     cached_upto: Callable[[str], int] | None,
     build_id: str = "",
 ) -> WorkflowTaskLease | None:
-    conn, now = tx.conn, tx.now
+    now = tx.now
     found = _task_and_run(tx, task_id, _ACTIVITY_COLUMNS)
     if found is None or found[0][9] != lease_id:
         raise LeaseLostError(what)
@@ -516,14 +580,20 @@ def _record_outcome(
             cached_upto=cached_upto,
         )
     apply_transition(tx, run, t, claims)
-    if _has_activity_limits(tx, run.namespace):  # a limited slot may have opened: look again
-        for (queue,) in conn.execute(
-            "SELECT DISTINCT task_queue FROM tasks WHERE namespace = ? AND kind = 'activity' "
-            "AND lease_id IS NULL",
-            (run.namespace,),
-        ).fetchall():
-            tx.notes.add(("activity", run.namespace, queue))
+    _wake_limited_pollers(tx, run.namespace)
     return claims.workflow_lease if claims is not None else None
+
+
+def _wake_limited_pollers(tx: Tx, namespace: str) -> None:
+    """An attempt ended: under flow limits a slot may have opened, so pollers look again."""
+    if not _has_activity_limits(tx, namespace):
+        return
+    for (queue,) in tx.conn.execute(
+        "SELECT DISTINCT task_queue FROM tasks WHERE namespace = ? AND kind = 'activity' "
+        "AND lease_id IS NULL",
+        (namespace,),
+    ).fetchall():
+        tx.notes.add(("activity", namespace, queue))
 
 
 def _has_activity_limits(tx: Tx, namespace: str) -> bool:

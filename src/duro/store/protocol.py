@@ -87,6 +87,18 @@ class CompletionResult:
     last_event_id: int = 0
     """Id of the last command event written: what the worker's cached run has seen."""
     activity_leases: list[ActivityTaskLease] = field(default_factory=list)
+    history_size: int = 0
+    """Bytes of stored history once the task's events are written."""
+
+
+@dataclass(slots=True)
+class ActivityStep:
+    """What ``complete_activity_and_task`` did: recorded the outcome and the workflow task it
+    woke together (``completion``), or, when the run had moved past what the worker saw, only
+    the outcome, handing the worker the run's next task the usual way (``workflow_lease``)."""
+
+    completion: CompletionResult | None = None
+    workflow_lease: WorkflowTaskLease | None = None
 
 
 @dataclass(slots=True)
@@ -304,6 +316,24 @@ class Store(Protocol):
         cached_upto: Callable[[str], int] | None = None,
         build_id: str = "",
     ) -> WorkflowTaskLease | None: ...
+
+    async def complete_activity_and_task(
+        self,
+        lease: ActivityTaskLease,
+        result: Any,
+        seen_upto: int,
+        completion: WorkflowTaskCompletion,
+        *,
+        cached_upto: Callable[[str], int] | None = None,
+    ) -> ActivityStep:
+        """Record an activity's result and, in the same transaction, the workflow task it wakes.
+
+        The worker has the run cached up to event ``seen_upto`` and has already run its code on
+        the result (``completion``). That holds only if nothing else reached the run meanwhile:
+        the result must be the next event and no workflow task pending. Otherwise only the
+        result is recorded and the run's next task is leased to ``completion.worker_id``.
+        """
+        ...
 
     async def heartbeat_activity_task(self, lease: ActivityTaskLease, details: Any) -> bool: ...
 
