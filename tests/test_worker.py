@@ -446,3 +446,28 @@ async def test_a_task_that_fails_on_a_result_takes_the_usual_path(client: Client
     assert (stats.fused_steps, stats.workflow_tasks_failed, stats.cache_misses) == (1, 0, 2)
     kinds = [e.type for e in await handle.fetch_history()]
     assert kinds.count(EventType.ACTIVITY_TASK_COMPLETED) == 2
+
+
+async def test_a_start_hands_the_first_task_to_a_worker_of_the_same_client(
+    client: Client, db_url: str
+) -> None:
+    """Eager start: no poll between a start and its first task when the starting client's
+    process runs a worker for the queue; other clients' starts and opted-out workers poll."""
+    async with Worker(client, workflows=[count_to], activities=[add]) as worker:
+        assert await client.execute_workflow(count_to, 3, id=wid()) == 3
+        other = await Client.connect(db_url)
+        try:
+            assert await other.execute_workflow(count_to, 3, id=wid()) == 3
+        finally:
+            await other.close()
+        assert worker.statistics().eager_starts == 1
+    async with Worker(client, workflows=[count_to], activities=[add], eager_start=False) as w:
+        assert await client.execute_workflow(count_to, 3, id=wid()) == 3
+        assert w.statistics().eager_starts == 0
+    async with Worker(client, workflows=[CountsThenWaits], activities=[add]) as worker:
+        # Signal-with-start goes through the pollers (the task must see the signal).
+        handle = await client.start_workflow(
+            CountsThenWaits.run, 1, id=wid(), start_signal=(CountsThenWaits.hear, ["hi"])
+        )
+        assert await handle.result(timeout=10) == [[0], ["hi"]]
+        assert worker.statistics().eager_starts == 0

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from duro import search_attributes as sa
 from duro.converter import (
@@ -52,6 +52,7 @@ from duro.store.protocol import (
     PendingActivityInfo,
     ScheduleInfo,
     StartResult,
+    WorkflowTaskLease,
 )
 from duro.visibility import FIELDS, parse_query
 
@@ -70,12 +71,27 @@ WorkflowExecution = ExecutionInfo
 """What ``describe()`` and ``list_workflows()`` return: ids, status, times, result/failure."""
 
 
+class _LocalWorker(Protocol):
+    """What an eager start needs of a worker running on this client (``duro.worker``, a
+    layer above, registers itself)."""
+
+    worker_id: str
+    build_id: str
+    task_queue: str
+
+    def _takes_eager_start(self, workflow_type: str) -> bool: ...
+
+    def _take_eager_start(self, lease: WorkflowTaskLease) -> None: ...
+
+
 class Client:
     """A connection to a duro store, scoped to one namespace."""
 
     def __init__(self, store: Store, *, namespace: str = "default") -> None:
         self.store = store
         self.namespace = namespace
+        self._local_workers: list[_LocalWorker] = []
+        """Running workers of this client that take eager starts (``Worker(eager_start=)``)."""
 
     @classmethod
     async def connect(cls, url: str | None = None, *, namespace: str = "default") -> Client:
@@ -212,7 +228,13 @@ class Client:
             known = await self.store.known_workflow_types(self.namespace, task_queue)
             if known is not None and workflow_type not in known:
                 raise UnknownWorkflowTypeError(workflow_type, known)
+        worker = self._eager_worker(req)
+        if worker is not None:
+            req.eager_worker_id, req.eager_build_id = worker.worker_id, worker.build_id
         started = await self.store.start_workflow(req)
+        if started.workflow_lease is not None:
+            assert worker is not None
+            worker._take_eager_start(started.workflow_lease)
         result_type = defn.run_signature.return_hint if defn is not None else None
         handle = WorkflowHandle(
             self,
@@ -222,6 +244,16 @@ class Client:
             workflow_type=workflow_type,
         )
         return handle, started
+
+    def _eager_worker(self, req: StartRequest) -> _LocalWorker | None:
+        """A worker of this process to hand the new run's first task to, in the start's own
+        transaction (eager start): it serves the queue and type and has a free slot."""
+        if req.signal is not None or req.update is not None or req.concurrency_key is not None:
+            return None
+        for worker in self._local_workers:
+            if worker.task_queue == req.task_queue and worker._takes_eager_start(req.workflow_type):
+                return worker
+        return None
 
     async def execute_workflow(self, workflow: Any, *args: Any, id: str, **options: Any) -> Any:
         """Start a run and wait for its result (see ``start_workflow`` for the options)."""

@@ -97,6 +97,8 @@ class WorkerStatistics:
     cache_misses: int
     fused_steps: int = 0
     """Activity results recorded in one transaction with the workflow task they woke."""
+    eager_starts: int = 0
+    """Runs whose first workflow task their start handed straight to this worker."""
 
 
 class _RunCache:
@@ -166,6 +168,7 @@ class Worker:
         determinism_guards: bool = True,
         deadlock_timeout: timedelta | None = timedelta(seconds=2),
         retention_sweep_interval: timedelta | None = timedelta(minutes=1),
+        eager_start: bool = True,
     ) -> None:
         """Configure a worker; nothing runs until ``run()``.
 
@@ -188,6 +191,9 @@ class Worker:
                 run (docs/determinism.md). Default on.
             deadlock_timeout: Fail a workflow task whose code runs this long without yielding.
                 Default 2 s; None turns detection off (e.g. while stepping in a debugger).
+            eager_start: Runs that this worker's client starts on its queue hand their first
+                workflow task to this worker in the start's own transaction, when it has a free
+                slot (no poll in between). Default on; off leaves every start to the pollers.
             retention_sweep_interval: How often this worker deletes (and archives) its
                 namespace's closed runs past their retention (``duro.retention``). Default
                 1 minute; None: this worker never sweeps.
@@ -242,7 +248,9 @@ class Worker:
         self._run_locks: dict[str, list[Any]] = {}  # run id -> [lock, users]
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._polling = asyncio.Event()
         self._running = False
+        self._eager_start = eager_start
         self._stats = collections.Counter[str]()
         self._wt_topic = ("workflow", self.namespace, task_queue)
         self._act_topic = ("activity", self.namespace, task_queue)
@@ -267,6 +275,9 @@ class Worker:
             len(self._workflows),
             len(self._activities),
         )
+        self._polling.set()
+        if self._eager_start and self._workflows:
+            self.client._local_workers.append(self)
         loops = [self._liveness_loop(), self._timer_loop()]
         if self._sweep_interval is not None:
             loops.append(self._retention_loop(self._sweep_interval))
@@ -283,6 +294,8 @@ class Worker:
                     raise t.exception()  # type: ignore[misc]
         finally:
             self._stopping.set()
+            with contextlib.suppress(ValueError):
+                self.client._local_workers.remove(self)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -336,7 +349,14 @@ class Worker:
             await self._stopped.wait()
 
     async def __aenter__(self) -> Worker:
+        """Start ``run()`` in the background; return once the worker is registered and polling
+        (or raise what stopped it from starting)."""
         self._background = asyncio.create_task(self.run())
+        polling = asyncio.create_task(self._polling.wait())
+        await asyncio.wait([polling, self._background], return_when=asyncio.FIRST_COMPLETED)
+        polling.cancel()
+        if self._background.done() and not self._polling.is_set():
+            self._background.result()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -357,6 +377,7 @@ class Worker:
             cache_hits=s["cache_hit"],
             cache_misses=s["cache_miss"],
             fused_steps=s["fused"],
+            eager_starts=s["eager_start"],
         )
 
     # -- background loops ------------------------------------------------------------------------
@@ -444,6 +465,20 @@ class Worker:
                 self._spawn_workflow_task(lease)
             if not leases:
                 await self._idle([topic], since, self._max_poll_wait)
+
+    def _takes_eager_start(self, workflow_type: str) -> bool:
+        """Whether a run of this type its client starts may hand its first task here."""
+        return (
+            self._running
+            and not self._stopping.is_set()
+            and workflow_type in self._workflows
+            and self._wt_in_flight < self._max_wt
+        )
+
+    def _take_eager_start(self, lease: WorkflowTaskLease) -> None:
+        """The first task of a run this worker's client started, leased here by the start."""
+        self._stats["eager_start"] += 1
+        self._spawn_workflow_task(lease)
 
     def _spawn_workflow_task(self, lease: WorkflowTaskLease) -> None:
         self._wt_in_flight += 1

@@ -12,13 +12,14 @@ import asyncpg
 import pytest
 
 from duro import commands as cmd
+from duro.converter import dumps
 from duro.engine.start import StartRequest
 from duro.errors import LeaseLostError, SchemaError, WorkflowNotFoundError
 from duro.history import EventType, RunStatus
 from duro.retry import RetryPolicy
 from duro.store import schema_status
 from duro.store.postgres import PostgresStore
-from duro.store.protocol import Store, WorkflowTaskCompletion, WorkflowTaskLease
+from duro.store.protocol import FlowLimit, Store, WorkflowTaskCompletion, WorkflowTaskLease
 from duro.store.sqlite import SQLiteStore
 
 from .conftest import FakeClock
@@ -458,3 +459,91 @@ async def test_the_sqlite_log_stays_bounded_under_a_long_burst(tmp_path: Path) -
         assert _wal_size(path) <= 256 * 1024
     finally:
         await store.close()
+
+
+# -- a result and the task it wakes in one transaction ------------------------------------------
+
+
+async def _one_activity_out(store: Store):  # type: ignore[no-untyped-def]
+    """A run whose first task scheduled activity 1, leased to w1; the task's last event id."""
+    await start(store)
+    lease = await poll_one(store)
+    done = await complete(store, lease, schedule(1))
+    [act] = await store.poll_activity_tasks(NS, Q, "w1", 10)
+    return act, done.last_event_id
+
+
+def _completion(*commands: cmd.Command, time: float = 0.0) -> WorkflowTaskCompletion:
+    return WorkflowTaskCompletion(list(commands), time, worker_id="w1", history_size=123)
+
+
+async def test_a_result_and_its_task_are_written_together(store: Store) -> None:
+    act, seen = await _one_activity_out(store)
+    assert seen == 3
+    step = await store.complete_activity_and_task(act, "out", seen, _completion(schedule(2)))
+    assert step.workflow_lease is None and step.completion is not None
+    assert step.completion.accepted and step.completion.last_event_id == 6
+    history = await store.get_history(act.run_id)
+    assert types(history) == [
+        "WorkflowExecutionStarted",
+        "WorkflowTaskCompleted",
+        "ActivityTaskScheduled",
+        "ActivityTaskCompleted",
+        "WorkflowTaskCompleted",
+        "ActivityTaskScheduled",
+    ]
+    assert history[3].attrs == {"seq": 1, "result": "out", "attempt": 1}
+    assert history[4].attrs["history_size"] == 123  # what the worker's code saw
+    assert step.completion.history_size == sum(len(dumps(e.attrs)) for e in history)
+    assert await store.poll_workflow_tasks(NS, Q, "w2", 10) == []  # no task left behind
+    [second] = await store.poll_activity_tasks(NS, Q, "w2", 10)
+    assert second.seq == 2
+    with pytest.raises(LeaseLostError):  # the first attempt's lease is spent
+        await store.complete_activity_and_task(act, "again", 6, _completion())
+
+
+async def test_a_result_after_a_signal_is_recorded_alone(store: Store) -> None:
+    """The worker ran its code on the result alone, but a signal reached the run first: the
+    store writes only the result, and the task the signal scheduled sees both."""
+    act, seen = await _one_activity_out(store)
+    await store.signal_workflow(NS, "wf", None, "nudge", [1], None)
+    step = await store.complete_activity_and_task(act, "out", seen, _completion(schedule(2)))
+    assert step.completion is None and step.workflow_lease is None  # already queued: polled
+    lease = await poll_one(store, "w1")  # sticky to w1, which completed the last task
+    assert types(lease.history)[-2:] == ["WorkflowExecutionSignaled", "ActivityTaskCompleted"]
+    history = await store.get_history(act.run_id)
+    assert types(history).count("WorkflowTaskCompleted") == 1  # the speculated task: not written
+    assert await store.poll_activity_tasks(NS, Q, "w2", 10) == []
+
+
+async def test_a_limit_set_in_a_batch_binds_the_polls_after_it(store: Store) -> None:
+    """Limits are read once per transaction (SQLite batches concurrent operations into one):
+    a limit set inside that transaction still binds the operations after it."""
+    if isinstance(store, PostgresStore):
+        pytest.skip("one operation per transaction: the three run in no set order")
+    await start(store)
+    lease = await poll_one(store)
+    await complete(store, lease, schedule(1), schedule(2), schedule(3))
+    limit = FlowLimit(NS, "activity_type", "act", max_concurrent=1)
+    first, _, second = await asyncio.gather(
+        store.poll_activity_tasks(NS, Q, "w1", 1),
+        store.set_flow_limit(limit),
+        store.poll_activity_tasks(NS, Q, "w2", 10),
+    )
+    assert (len(first), len(second)) == (1, 0)
+
+
+async def test_an_eager_start_leases_the_first_task_in_its_transaction(store: Store) -> None:
+    req = StartRequest(NS, "wf", "Agent", Q, ["hi"], eager_worker_id="w1")
+    started = await store.start_workflow(req)
+    lease = started.workflow_lease
+    assert lease is not None and lease.run_id == started.run_id
+    assert types(lease.history) == ["WorkflowExecutionStarted"] and lease.history_after == 0
+    assert await store.poll_workflow_tasks(NS, Q, "w2", 10) == []  # leased, not queued
+    await complete(store, lease, cmd.CompleteWorkflow("done"))
+    assert (await store.describe(NS, "wf")).status == RunStatus.COMPLETED
+    # With a signal the task must see, the start leaves the task to the pollers.
+    req = StartRequest(NS, "wf2", "Agent", Q, [], signal=("go", []), eager_worker_id="w1")
+    assert (await store.start_workflow(req)).workflow_lease is None
+    lease = await poll_one(store, "w2")
+    assert types(lease.history) == ["WorkflowExecutionStarted", "WorkflowExecutionSignaled"]

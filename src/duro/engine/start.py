@@ -65,6 +65,9 @@ class StartRequest:
     """Seconds the whole chain of runs (continue-as-new included) may take; None: no limit."""
     run_timeout: float | None = None
     """Seconds each run may take; None: no limit."""
+    eager_worker_id: str | None = None
+    """Eager start: lease the run's first workflow task to this worker in the same transaction."""
+    eager_build_id: str = ""
 
 
 class StartDecision(enum.Enum):

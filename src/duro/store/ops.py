@@ -53,6 +53,7 @@ from duro.store.protocol import (
     WorkflowTaskLease,
 )
 from duro.store.tx import (
+    NO_ACTIVITY_LIMITS,
     QUERY_LEASE,
     RUN_COLUMNS,
     RUN_COLUMNS_E,
@@ -144,13 +145,19 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         concurrency_key=req.concurrency_key,
         admitted=admitted,
     )
-    apply_transition(tx, run, start_rules.start_workflow(req, run_id, now))
+    claims = None
+    if req.eager_worker_id and admitted and req.signal is None and req.update is None:
+        claims = Claims(
+            worker_id=req.eager_worker_id, workflow_task=True, build_id=req.eager_build_id
+        )
+    apply_transition(tx, run, start_rules.start_workflow(req, run_id, now), claims)
     if req.request_id:
         conn.execute(
             "INSERT INTO requests (namespace, request_id, run_id, created) VALUES (?, ?, ?, ?)",
             (req.namespace, f"start:{req.request_id}", run_id, now),
         )
-    return StartResult(run_id=run_id, started=True)
+    lease = claims.workflow_lease if claims is not None else None
+    return StartResult(run_id=run_id, started=True, workflow_lease=lease)
 
 
 def signal_workflow(
@@ -598,7 +605,12 @@ def _wake_limited_pollers(tx: Tx, namespace: str) -> None:
 
 def _has_activity_limits(tx: Tx, namespace: str) -> bool:
     """Read without locking the limits (a poll would lock them): only decides a wake-up."""
-    return (
+    gate = tx.gates.get(namespace)
+    if gate is not None:
+        return bool(gate.limits)
+    if (NO_ACTIVITY_LIMITS, namespace) in tx.shared:
+        return False
+    found = (
         tx.conn.execute(
             "SELECT 1 FROM flow_limits WHERE namespace = ? "
             "AND scope IN ('activity_type', 'task_queue') LIMIT 1",
@@ -606,6 +618,9 @@ def _has_activity_limits(tx: Tx, namespace: str) -> bool:
         ).fetchone()
         is not None
     )
+    if not found:
+        tx.shared[(NO_ACTIVITY_LIMITS, namespace)] = True
+    return found
 
 
 def detach_activity(tx: Tx, task_id: int, lease_id: str) -> None:
@@ -1603,6 +1618,7 @@ def reset_workflow(
 
 
 def set_flow_limit(tx: Tx, limit: FlowLimit) -> None:
+    tx.shared.pop((NO_ACTIVITY_LIMITS, limit.namespace), None)
     tx.conn.execute(
         "INSERT INTO flow_limits (namespace, scope, name, max_concurrent, rate, burst, tokens, "
         "refilled_at) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT (namespace, scope, name) "

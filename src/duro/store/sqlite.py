@@ -88,8 +88,9 @@ def _execute_batch(
     notes: set[Hashable] = set()
     try:
         now = store.now()
+        shared: dict[Hashable, Any] = {}  # facts read once per transaction
         for fn, args, fut, _ in batch:
-            tx = Tx(conn, now)
+            tx = Tx(conn, now, shared=shared)
             outcomes.append((fut, fn(tx, *args), None))
             notes |= tx.notes
         conn.execute("COMMIT")
@@ -118,8 +119,9 @@ def _execute_isolated(
     notes: set[Hashable] = set()
     try:
         now = store.now()
+        shared: dict[Hashable, Any] = {}  # facts read once per transaction
         for fn, args, fut, _ in batch:
-            tx = Tx(conn, now)
+            tx = Tx(conn, now, shared=shared)
             conn.execute("SAVEPOINT op")
             try:
                 result = fn(tx, *args)

@@ -55,6 +55,10 @@ def new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):x}"
 
 
+NO_ACTIVITY_LIMITS = "no_activity_limits"
+"""``Tx.shared`` key (with a namespace): the namespace has no activity flow limits."""
+
+
 @dataclass
 class Tx:
     """One operation's view of the open transaction."""
@@ -67,6 +71,9 @@ class Tx:
     appended: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     """History rows this transaction appended, by run: a lease handed out in the same
     transaction reads its newest events from here instead of querying them back."""
+    shared: dict[Hashable, Any] = field(default_factory=dict)
+    """Facts read once per transaction, shared by every operation batched into it (SQLite's
+    group commit runs many operations in one transaction; PostgreSQL runs one)."""
 
     def gate(self, namespace: str) -> FlowGate:
         """The namespace's flow limits, read once per operation."""
@@ -87,15 +94,19 @@ class FlowGate:
     def __init__(self, tx: Tx, namespace: str) -> None:
         self.tx = tx
         self.namespace = namespace
-        self.limits: dict[tuple[str, str], list[Any]] = {
-            (r[0], r[1]): list(r[2:])
-            for r in tx.conn.execute(
-                "SELECT scope, name, max_concurrent, rate, burst, tokens, refilled_at "
-                "FROM flow_limits WHERE namespace = ? AND scope IN ('activity_type', 'task_queue')"
-                + tx.dialect.for_update,
-                (namespace,),
-            ).fetchall()
-        }
+        self.limits: dict[tuple[str, str], list[Any]] = {}
+        if (NO_ACTIVITY_LIMITS, namespace) not in tx.shared:
+            self.limits = {
+                (r[0], r[1]): list(r[2:])
+                for r in tx.conn.execute(
+                    "SELECT scope, name, max_concurrent, rate, burst, tokens, refilled_at "
+                    "FROM flow_limits WHERE namespace = ? "
+                    "AND scope IN ('activity_type', 'task_queue')" + tx.dialect.for_update,
+                    (namespace,),
+                ).fetchall()
+            }
+            if not self.limits:
+                tx.shared[(NO_ACTIVITY_LIMITS, namespace)] = True
         self._counts: dict[tuple[str, str], int] = {}
 
     def _leased(self, key: tuple[str, str]) -> int:
@@ -814,7 +825,7 @@ def _recent_history(tx: Tx, run: RunRecord, after: int) -> list[Event]:
     """Events after ``after``: from this transaction's own appends when they cover them all
     (a worker with the run cached gets just the events of the step it caused), else read."""
     rows = tx.appended.get(run.run_id)
-    if after and rows and rows[0][1] <= after + 1 and rows[-1][1] == run.next_event_id - 1:
+    if rows and rows[0][1] <= after + 1 and rows[-1][1] == run.next_event_id - 1:
         return [Event(r[1], EVENT_TYPES[r[2]], r[3], loads(r[4])) for r in rows if r[1] > after]
     return get_history(tx, run.run_id, after)
 
