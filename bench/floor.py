@@ -1,13 +1,15 @@
 """The store floor: the raw SQLite writes one workflow step needs, with no engine around them.
 
-A sequential step in duro is two transactions: completing the workflow task (append
-WorkflowTaskCompleted + ActivityTaskScheduled, update the execution, drop the workflow task,
-create the activity task) and recording the activity's result (drop the activity task, append
-ActivityTaskCompleted, update the execution, create the next workflow task). Here those writes run
-directly with ``sqlite3`` in a tight loop, on duro's own schema and with the pragmas of
-``duro.store.sqlite`` (WAL, synchronous=NORMAL), once with duro's two transactions per step and
-once with a single transaction per step for reference. Reads, leases and Python around them are
-left out on purpose: this is the cost duro cannot go below.
+A sequential step in duro, with the run cached on its worker (the steady state), is one
+transaction: the activity's result and the workflow task it wakes (drop the activity task,
+append ActivityTaskCompleted, WorkflowTaskCompleted and the next ActivityTaskScheduled, update
+the execution, create the next activity task). Without the run cached it is two: the workflow
+task's completion (append WorkflowTaskCompleted + ActivityTaskScheduled, update the execution,
+drop the workflow task, create the activity task) and the result (drop the activity task,
+append ActivityTaskCompleted, update the execution, create the next workflow task). Here those
+writes run directly with ``sqlite3`` in a tight loop, on duro's own schema and with the pragmas
+of ``duro.store.sqlite`` (WAL, synchronous=NORMAL), in either shape. Reads, leases and Python
+around them are left out on purpose: this is the cost duro cannot go below.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ _RETRY = json.dumps(
 )
 
 
-def _setup(conn: sqlite3.Connection, runs: int) -> list[str]:
-    """Create the schema and ``runs`` started executions, each with its workflow task."""
+def _setup(conn: sqlite3.Connection, runs: int, fused: bool) -> list[str]:
+    """Create the schema and ``runs`` started executions, each with its workflow task (or,
+    ``fused``, its first activity task: the run is cached and its first task done)."""
     migrate.migrate_sqlite(conn)
     now = time.time()
     run_ids = [f"{i:032x}" for i in range(runs)]
@@ -99,9 +102,33 @@ def _setup(conn: sqlite3.Connection, runs: int) -> list[str]:
         _HISTORY,
         [(r, 1, "WorkflowExecutionStarted", now, '{"args": [10]}') for r in run_ids],
     )
-    conn.executemany(_INSERT_WT, [(r, now) for r in run_ids])
+    if fused:
+        conn.executemany(_INSERT_ACT, [(r, 1, now, "[0]", _RETRY, now) for r in run_ids])
+    else:
+        conn.executemany(_INSERT_WT, [(r, now) for r in run_ids])
     conn.execute("COMMIT")
     return run_ids
+
+
+def _completed_row(run_id: str, event_id: int, now: float) -> tuple[object, ...]:
+    attrs = {"workflow_time": now, "history_size": 1000, "identity": "1@bench"}
+    return (run_id, event_id, "WorkflowTaskCompleted", now, json.dumps(attrs))
+
+
+def _scheduled_row(run_id: str, event_id: int, seq: int, now: float) -> tuple[object, ...]:
+    attrs = {
+        "seq": seq,
+        "activity_type": "bench_noop",
+        "task_queue": "default",
+        "args": [seq - 1],
+        "start_to_close_timeout": 300.0,
+    }
+    return (run_id, event_id, "ActivityTaskScheduled", now, json.dumps(attrs))
+
+
+def _result_row(run_id: str, event_id: int, seq: int, now: float) -> tuple[object, ...]:
+    attrs = {"seq": seq, "result": seq, "attempt": 1}
+    return (run_id, event_id, "ActivityTaskCompleted", now, json.dumps(attrs))
 
 
 def measure(path: Path, *, steps: int, transactions_per_step: int) -> FloorResult:
@@ -111,7 +138,7 @@ def measure(path: Path, *, steps: int, transactions_per_step: int) -> FloorResul
     runs = -(-steps // STEPS_PER_RUN)
     conn = connect(path)
     try:
-        run_ids = _setup(conn, runs)
+        run_ids = _setup(conn, runs, fused=transactions_per_step == 1)
         slow_commits, slow_commit_s = 0, 0.0
 
         def commit() -> None:
@@ -131,53 +158,43 @@ def measure(path: Path, *, steps: int, transactions_per_step: int) -> FloorResul
                 if done == steps:
                     break
                 now = time.time()
+                if transactions_per_step == 1:
+                    # The result and the task it wakes, together (the run is cached).
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(_DELETE_ACT, (run_id, seq))
+                    conn.executemany(
+                        _HISTORY,
+                        [
+                            _result_row(run_id, event_id, seq, now),
+                            _completed_row(run_id, event_id + 1, now),
+                            _scheduled_row(run_id, event_id + 2, seq + 1, now),
+                        ],
+                    )
+                    conn.execute(_UPDATE_RUN, (event_id + 3, 0, run_id, event_id))
+                    conn.execute(
+                        _INSERT_ACT, (run_id, seq + 1, now, json.dumps([seq]), _RETRY, now)
+                    )
+                    commit()
+                    event_id += 3
+                    done += 1
+                    continue
                 # Transaction 1: the workflow task completes and schedules the activity.
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(
                     _HISTORY,
                     [
-                        (
-                            run_id,
-                            event_id,
-                            "WorkflowTaskCompleted",
-                            now,
-                            json.dumps({"workflow_time": now, "identity": "1@bench"}),
-                        ),
-                        (
-                            run_id,
-                            event_id + 1,
-                            "ActivityTaskScheduled",
-                            now,
-                            json.dumps(
-                                {
-                                    "seq": seq,
-                                    "activity_type": "bench_noop",
-                                    "task_queue": "default",
-                                    "args": [seq - 1],
-                                    "start_to_close_timeout": 300.0,
-                                }
-                            ),
-                        ),
+                        _completed_row(run_id, event_id, now),
+                        _scheduled_row(run_id, event_id + 1, seq, now),
                     ],
                 )
                 conn.execute(_UPDATE_RUN, (event_id + 2, 0, run_id, event_id))
                 conn.execute(_DELETE_WT, (run_id,))
                 conn.execute(_INSERT_ACT, (run_id, seq, now, json.dumps([seq - 1]), _RETRY, now))
-                if transactions_per_step == 2:
-                    commit()
-                    # Transaction 2: the activity's result is recorded; the next task is due.
-                    conn.execute("BEGIN IMMEDIATE")
+                commit()
+                # Transaction 2: the activity's result is recorded; the next task is due.
+                conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_DELETE_ACT, (run_id, seq))
-                conn.execute(
-                    _HISTORY,
-                    (
-                        run_id,
-                        event_id + 2,
-                        "ActivityTaskCompleted",
-                        now,
-                        json.dumps({"seq": seq, "result": seq, "attempt": 1}),
-                    ),
-                )
+                conn.execute(_HISTORY, _result_row(run_id, event_id + 2, seq, now))
                 conn.execute(_UPDATE_RUN, (event_id + 3, 1, run_id, event_id + 2))
                 conn.execute(_INSERT_WT, (run_id, now))
                 commit()
