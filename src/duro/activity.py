@@ -69,13 +69,20 @@ class _ActivityContext:
 
     def __init__(
         self,
-        info: ActivityInfo,
+        info: ActivityInfo | Callable[[], ActivityInfo],
         heartbeat: Callable[[Any], None],
         is_cancelled: Callable[[], bool],
     ) -> None:
-        self.info = info
+        self._info = info
         self.heartbeat = heartbeat
         self.is_cancelled = is_cancelled
+
+    @property
+    def info(self) -> ActivityInfo:
+        """Built on first use: most activities never ask, and an attempt should not pay."""
+        if not isinstance(self._info, ActivityInfo):
+            self._info = self._info()
+        return self._info
 
 
 _current: contextvars.ContextVar[_ActivityContext | None] = contextvars.ContextVar(

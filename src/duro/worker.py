@@ -757,8 +757,9 @@ class Worker:
                 args = adefn.signature.decode_args(lease.args)
             except PayloadError as e:
                 raise ApplicationError(str(e), type="PayloadDecodeError", non_retryable=True) from e
-            info = _activity_info(lease)
-            actx = activity_api._ActivityContext(info, heartbeats.record, heartbeats.is_cancelled)
+            actx = activity_api._ActivityContext(
+                lambda: _activity_info(lease), heartbeats.record, heartbeats.is_cancelled
+            )
             result = await self._invoke(adefn, args, actx, lease, heartbeats)
             try:
                 value = to_payload(result, what=f"result of activity {adefn.name!r}")

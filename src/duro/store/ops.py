@@ -12,6 +12,7 @@ from typing import Any
 
 from duro import search_attributes
 from duro.commands import (
+    ContinueAsNew,
     RequestCancelExternalWorkflow,
     SignalExternalWorkflow,
     StartChildWorkflow,
@@ -280,6 +281,12 @@ def complete_workflow_task(
     return _complete_task(tx, _leased_run(tx, lease), completion)
 
 
+def _new_run_id_if_continued(completion: WorkflowTaskCompletion) -> str:
+    """The next run's id, drawn only for a task that continues as new (not on every step)."""
+    continued = any(isinstance(c, ContinueAsNew) for c in completion.commands)
+    return uuid.uuid4().hex if continued else ""
+
+
 def _complete_task(
     tx: Tx,
     run: RunRecord,
@@ -301,7 +308,7 @@ def _complete_task(
         identity=completion.identity,
         build_id=completion.build_id,
         history_size=completion.history_size,
-        new_run_id=uuid.uuid4().hex,
+        new_run_id=_new_run_id_if_continued(completion),
     )
     if woken_by is not None:
         t.append[:0] = woken_by.append
