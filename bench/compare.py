@@ -187,8 +187,10 @@ def markdown(outcomes: dict[str, Outcome], sizes: common.Sizes, command: str, db
         f"{facts.get('RAM', '?')}). Every system runs its client and one worker in one process "
         "(Temporal: plus its dev server on a SQLite file; DBOS runs workflows where they are "
         "started) against a fresh database; PostgreSQL is the local server (fsync on). Ratios "
-        "say how many times better duro is (higher throughput, or lower latency); a single run "
-        "per system, so ±10% between runs is noise.",
+        "say how many times better duro is (higher throughput, or lower latency). A single run "
+        "per system, one after another: on a shared VM a system's figures can move by 10% "
+        "and, when the host is busy, by up to 2x between runs minutes apart, so read a ratio "
+        "with its neighbours and across runs, not alone.",
         "",
         *table(outcomes),
         "",
