@@ -11,8 +11,10 @@ one queue. Each worker:
 - heartbeats its liveness, and releases the leases of workers whose heartbeat went stale, so a
   killed worker's runs and activities move to another within seconds.
 
-Two hand-offs skip a poll: completing a workflow task claims the activities it scheduled on this
-queue, and completing an activity claims the next workflow task of a run this worker has cached.
+Hand-offs skip polls: a start by this worker's client leases the run's first task here (eager
+start); completing a workflow task claims the activities it scheduled on this queue; and an
+activity's result, for a run this worker has cached, is recorded in one transaction with the
+workflow task it wakes, which the worker ran on it in memory first (``_advance_on_result``).
 """
 
 from __future__ import annotations
