@@ -7,6 +7,7 @@ Usage (after ``pip install -e '.[bench]'``)::
     python bench/compare.py --quick                # small sizes: checks every runner works
     python bench/compare.py --systems duro-sqlite,dbos-sqlite
     python bench/compare.py --out docs/benchmarks.md   # (re)writes the comparison section
+    python bench/compare.py --repeat 3             # 3 rounds, systems interleaved; medians
 
 Each system runs in a subprocess of its own (``peers/*_runner.py``), one after another, with
 its client and one worker (Temporal: plus its server) on this machine, against a fresh
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,14 +153,42 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def ratio(duro: float | None, peer: float | None, higher_is_better: bool) -> str:
+def times_better(duro: float | None, peer: float | None, higher_is_better: bool) -> float | None:
     if not duro or not peer:
-        return "—"
-    times = duro / peer if higher_is_better else peer / duro
-    return f"{times:,.1f}x"
+        return None
+    return duro / peer if higher_is_better else peer / duro
 
 
-def table(outcomes: dict[str, Outcome]) -> list[str]:
+def ratio(duro: float | None, peer: float | None, higher_is_better: bool) -> str:
+    times = times_better(duro, peer, higher_is_better)
+    return "—" if times is None else f"{times:,.1f}x"
+
+
+def median_outcome(rounds: list[Outcome]) -> Outcome:
+    """Each figure's median over the rounds a system completed (its total time)."""
+    done = [o for o in rounds if o.error is None]
+    keys = {k for o in done for k in o.figures}
+    figures = {k: statistics.median(o.figures[k] for o in done if k in o.figures) for k in keys}
+    error = None if done else rounds[-1].error
+    return Outcome(rounds[0].system, figures, sum(o.seconds for o in rounds), error)
+
+
+def round_ratios(rounds: dict[str, list[Outcome]], duro: str, peer: str, key: str) -> list[float]:
+    """duro ÷ peer within each round: both measured minutes apart, under the same host load."""
+    higher = next(h for k, _, _, h in FIGURES if k == key)
+    out = []
+    for d, p in zip(rounds[duro], rounds[peer], strict=True):
+        times = times_better(d.figures.get(key), p.figures.get(key), higher)
+        if times is not None:
+            out.append(times)
+    return out
+
+
+def table(
+    outcomes: dict[str, Outcome], rounds: dict[str, list[Outcome]] | None = None
+) -> list[str]:
+    """Figures per system; with several rounds, each ratio is the median of the rounds' own
+    ratios, with their range."""
     systems = [s for s in SYSTEMS if s in outcomes]
     ratios = [(d, p) for d, p in RATIOS if d in outcomes and p in outcomes]
     head = ["Figure", *(TITLES[s] for s in systems)]
@@ -167,16 +197,37 @@ def table(outcomes: dict[str, Outcome]) -> list[str]:
     for key, label, unit, higher in FIGURES:
         cells = [f"{label} ({unit})"]
         cells += [_fmt(outcomes[s].figures.get(key), unit) for s in systems]
-        cells += [
-            ratio(outcomes[d].figures.get(key), outcomes[p].figures.get(key), higher)
-            for d, p in ratios
-        ]
+        for d, p in ratios:
+            each = round_ratios(rounds, d, p, key) if rounds and len(rounds[d]) > 1 else []
+            if len(each) > 1:
+                mid = statistics.median(each)
+                cells.append(f"{mid:,.1f}x ({min(each):,.1f}-{max(each):,.1f})")
+            else:
+                cells.append(
+                    ratio(outcomes[d].figures.get(key), outcomes[p].figures.get(key), higher)
+                )
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def markdown(outcomes: dict[str, Outcome], sizes: common.Sizes, command: str, db_dir: str) -> str:
+def markdown(
+    outcomes: dict[str, Outcome],
+    sizes: common.Sizes,
+    command: str,
+    db_dir: str,
+    rounds: dict[str, list[Outcome]] | None = None,
+) -> str:
     facts = machine(db_dir)
+    n = max((len(r) for r in (rounds or {}).values()), default=1)
+    how = (
+        f"{n} rounds, each running every system once in the same order; a figure is the median "
+        "of its rounds, a ratio the median of the rounds' own ratios (range in brackets), since "
+        "two systems measured minutes apart in one round share the host's load"
+        if n > 1
+        else "a single run per system, one after another: on a shared VM a system's figures can "
+        "move by 10% and, when the host is busy, by up to 2x between runs minutes apart, so read "
+        "a ratio with its neighbours and across runs, not alone"
+    )
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     failures = [f"- {TITLES[o.system]}: {o.error}" for o in outcomes.values() if o.error]
     lines = [
@@ -187,12 +238,9 @@ def markdown(outcomes: dict[str, Outcome], sizes: common.Sizes, command: str, db
         f"{facts.get('RAM', '?')}). Every system runs its client and one worker in one process "
         "(Temporal: plus its dev server on a SQLite file; DBOS runs workflows where they are "
         "started) against a fresh database; PostgreSQL is the local server (fsync on). Ratios "
-        "say how many times better duro is (higher throughput, or lower latency). A single run "
-        "per system, one after another: on a shared VM a system's figures can move by 10% "
-        "and, when the host is busy, by up to 2x between runs minutes apart, so read a ratio "
-        "with its neighbours and across runs, not alone.",
+        f"say how many times better duro is (higher throughput, or lower latency). {how}.",
         "",
-        *table(outcomes),
+        *table(outcomes, rounds),
         "",
         f"Sizes: {sizes.sequential} sequential 10-step runs; fan-out {sizes.fanout} x "
         f"{sizes.fanout_steps} steps; {sizes.parallel} parallel activities; {sizes.timers} timers "
@@ -211,32 +259,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--out", type=Path, help="markdown file to (re)write the section in")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds, each running every system once"
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
     sizes = common.Sizes.quick() if args.quick else common.Sizes()
     server = find_or_start() if any(s.endswith("postgres") for s in systems) else None
-    outcomes: dict[str, Outcome] = {}
+    rounds: dict[str, list[Outcome]] = {s: [] for s in systems}
+    command = "python bench/compare.py" + (" --quick" if args.quick else "")
+    command += f" --repeat {args.repeat}" if args.repeat > 1 else ""
     try:
         with tempfile.TemporaryDirectory(prefix="duro-compare-") as tmp:
-            for system in systems:
-                print(f"{TITLES[system]} ...", flush=True)
-                outcome = run_system(system, sizes, Path(tmp) / system, server)
-                outcomes[system] = outcome
-                shown = outcome.error or ", ".join(
-                    f"{k} {v:,.2f}" for k, v in outcome.figures.items()
-                )
-                print(f"  {outcome.seconds:.0f} s: {shown}", flush=True)
-            section = markdown(
-                outcomes, sizes, "python bench/compare.py" + (" --quick" if args.quick else ""), tmp
-            )
+            for n in range(args.repeat):
+                for system in systems:
+                    print(f"{TITLES[system]} (round {n + 1}/{args.repeat}) ...", flush=True)
+                    outcome = run_system(system, sizes, Path(tmp) / f"{system}-{n}", server)
+                    rounds[system].append(outcome)
+                    shown = outcome.error or ", ".join(
+                        f"{k} {v:,.2f}" for k, v in outcome.figures.items()
+                    )
+                    print(f"  {outcome.seconds:.0f} s: {shown}", flush=True)
+            outcomes = {s: median_outcome(r) for s, r in rounds.items()}
+            section = markdown(outcomes, sizes, command, tmp, rounds)
     finally:
         if server is not None:
             server.stop()
     print()
-    print("\n".join(table(outcomes)))
+    print("\n".join(table(outcomes, rounds)))
     if args.out:
         sections.write(args.out, "compare.py", section)
         print(f"wrote {args.out}")
