@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -471,3 +472,124 @@ async def test_a_start_hands_the_first_task_to_a_worker_of_the_same_client(
         )
         assert await handle.result(timeout=10) == [[0], ["hi"]]
         assert worker.statistics().eager_starts == 0
+
+
+@activity.defn
+async def fetch_items() -> dict[str, Any]:  # Any: the code gets the decoded value itself
+    return {"items": [1]}
+
+
+@workflow.defn
+async def edits_its_result() -> dict[str, Any]:
+    found = await fetch_items()
+    found["items"].append(2)  # the workflow's own copy: legal, and must not reach the history
+    await add(0, 0)
+    return found
+
+
+async def test_code_that_edits_a_result_does_not_change_what_is_recorded(client: Client) -> None:
+    """On the fused path the code runs before the store writes the result: it gets its own
+    decoded copy, so the history holds what the activity returned and replays to the same."""
+    for cached in (10_000, 0):
+        async with Worker(
+            client,
+            workflows=[edits_its_result],
+            activities=[fetch_items, add],
+            max_cached_workflows=cached,
+        ) as worker:
+            handle = await client.start_workflow(edits_its_result, id=wid())
+            assert await handle.result(timeout=10) == {"items": [1, 2]}
+            assert worker.statistics().fused_steps == (2 if cached else 0)
+        history = await handle.fetch_history()
+        [first, _] = [e for e in history if e.type == EventType.ACTIVITY_TASK_COMPLETED]
+        assert first.attrs["result"] == {"items": [1]}
+        sizes = [len(dumps(e.attrs)) for e in history]
+        for i, e in enumerate(history):
+            if e.type == EventType.WORKFLOW_TASK_COMPLETED:
+                assert e.attrs["history_size"] == sum(sizes[:i])
+        defn = workflow_definition(edits_its_result)
+        assert defn is not None
+        inst = replay(defn, history)
+        assert inst._main is not None and inst._main.result() == {"items": [1, 2]}
+
+
+async def test_eager_starts_hold_to_the_workflow_task_limit(client: Client) -> None:
+    """Concurrent starts each reserve a slot before their store call, so together with the
+    poller they never run more workflow tasks than max_concurrent_workflow_tasks."""
+    async with Worker(
+        client, workflows=[count_to], activities=[add], max_concurrent_workflow_tasks=1
+    ) as worker:
+        peak = 0
+        spawn = worker._spawn_workflow_task
+
+        def counting(lease: object, **kwargs: bool) -> None:
+            nonlocal peak
+            spawn(lease, **kwargs)  # type: ignore[arg-type]
+            peak = max(peak, worker.statistics().workflow_tasks_in_flight)
+
+        worker._spawn_workflow_task = counting  # type: ignore[method-assign]
+        handles = await asyncio.gather(
+            *(client.start_workflow(count_to, 2, id=wid()) for _ in range(20))
+        )
+        assert [await h.result(timeout=20) for h in handles] == [1] * 20
+        assert worker.statistics().eager_starts < 20
+    assert peak == 1
+
+
+async def test_a_worker_stopping_during_an_eager_start_runs_its_task_first(
+    client: Client,
+) -> None:
+    """The start reserved the worker's slot, then the worker was told to stop while the start's
+    transaction was in flight: the drain waits for the hand-over and runs the task, rather
+    than leave the run leased to a worker that is gone."""
+    worker = Worker(client, workflows=[count_to], activities=[add])
+    await worker.__aenter__()
+    original = client.store.start_workflow
+
+    async def slow_start(req):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.3)  # a busy store: the start commits late
+        return await original(req)
+
+    client.store.start_workflow = slow_start  # type: ignore[method-assign]
+    try:
+        starting = asyncio.create_task(client.start_workflow(count_to, 2, id=wid()))
+        await asyncio.sleep(0.05)  # the start holds the worker's slot and awaits the store
+        await worker.__aexit__(None, None, None)
+        handle = await starting
+    finally:
+        del client.store.start_workflow
+    assert worker.statistics().eager_starts == 1
+    assert worker.statistics().workflow_tasks_in_flight == 0
+    kinds = [e.type for e in await handle.fetch_history()]
+    assert EventType.WORKFLOW_TASK_COMPLETED in kinds  # done before the worker stopped
+    async with Worker(client, workflows=[count_to], activities=[add]):
+        assert await handle.result(timeout=10) == 1
+
+
+async def test_a_start_cancelled_after_its_commit_still_hands_over_its_task(
+    client: Client,
+) -> None:
+    """The caller of an eager start is cancelled once the store committed: the worker still
+    gets the lease, so the run does not wait out the lease (10 s)."""
+    async with Worker(client, workflows=[count_to], activities=[add]) as worker:
+        original = client.store.start_workflow
+        starting: asyncio.Task[object] | None = None
+
+        async def commits_then_loses_its_caller(req):  # type: ignore[no-untyped-def]
+            result = await original(req)
+            assert starting is not None
+            starting.cancel()  # the caller gives up just as the commit returns
+            await asyncio.sleep(0)  # where a caller awaiting the store would see it
+            return result
+
+        client.store.start_workflow = commits_then_loses_its_caller  # type: ignore[method-assign]
+        workflow_id = wid()
+        try:
+            starting = asyncio.create_task(client.start_workflow(count_to, 2, id=workflow_id))
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+        finally:
+            del client.store.start_workflow
+        handle = client.get_workflow_handle(workflow_id)
+        assert await handle.result(timeout=5) == 1
+        assert worker.statistics().workflow_tasks_in_flight == 0

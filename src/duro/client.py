@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import math
 import os
@@ -79,9 +80,15 @@ class _LocalWorker(Protocol):
     build_id: str
     task_queue: str
 
-    def _takes_eager_start(self, workflow_type: str) -> bool: ...
+    def _reserve_eager_start(self, workflow_type: str) -> bool: ...
 
-    def _take_eager_start(self, lease: WorkflowTaskLease) -> None: ...
+    def _take_eager_start(self, lease: WorkflowTaskLease | None) -> None: ...
+
+
+def _hand_over(worker: _LocalWorker, call: asyncio.Future[StartResult]) -> None:
+    """An eager start's store call ended: the worker runs the leased task or frees its slot."""
+    ok = not call.cancelled() and call.exception() is None
+    worker._take_eager_start(call.result().workflow_lease if ok else None)
 
 
 class Client:
@@ -229,12 +236,15 @@ class Client:
             if known is not None and workflow_type not in known:
                 raise UnknownWorkflowTypeError(workflow_type, known)
         worker = self._eager_worker(req)
-        if worker is not None:
+        if worker is None:
+            started = await self.store.start_workflow(req)
+        else:
             req.eager_worker_id, req.eager_build_id = worker.worker_id, worker.build_id
-        started = await self.store.start_workflow(req)
-        if started.workflow_lease is not None:
-            assert worker is not None
-            worker._take_eager_start(started.workflow_lease)
+            call = asyncio.ensure_future(self.store.start_workflow(req))
+            # The worker gets the lease (or its slot back) whatever becomes of this caller: a
+            # lease that committed but was never handed over would hold the run for 10 s.
+            call.add_done_callback(functools.partial(_hand_over, worker))
+            started = await asyncio.shield(call)
         result_type = defn.run_signature.return_hint if defn is not None else None
         handle = WorkflowHandle(
             self,
@@ -247,11 +257,13 @@ class Client:
 
     def _eager_worker(self, req: StartRequest) -> _LocalWorker | None:
         """A worker of this process to hand the new run's first task to, in the start's own
-        transaction (eager start): it serves the queue and type and has a free slot."""
+        transaction (eager start): it serves the queue and type, and a slot is now reserved."""
         if req.signal is not None or req.update is not None or req.concurrency_key is not None:
             return None
         for worker in self._local_workers:
-            if worker.task_queue == req.task_queue and worker._takes_eager_start(req.workflow_type):
+            if worker.task_queue == req.task_queue and worker._reserve_eager_start(
+                req.workflow_type
+            ):
                 return worker
         return None
 

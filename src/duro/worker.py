@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from duro import activity as activity_api
 from duro import retention
 from duro.commands import Command, FailWorkflow, ScheduleActivity
-from duro.converter import dumps, failure_to_dict, to_payload
+from duro.converter import dumps, failure_to_dict, loads, to_payload
 from duro.definitions import (
     ActivityDefinition,
     WorkflowDefinition,
@@ -80,6 +80,8 @@ logger = logging.getLogger("duro.worker")
 
 _DUE_RETRY = 0.005
 """Seconds the timer loop waits before looking again at work due that it could not fire."""
+_WT_POLL_BATCH = 16
+"""Workflow tasks one poll asks for at most."""
 _OUTCOME_ATTEMPTS = 3
 """Tries to record an activity's outcome before leaving it to the lease's expiry."""
 
@@ -253,6 +255,7 @@ class Worker:
         self._polling = asyncio.Event()
         self._running = False
         self._eager_start = eager_start
+        self._eager_reserved = 0
         self._stats = collections.Counter[str]()
         self._wt_topic = ("workflow", self.namespace, task_queue)
         self._act_topic = ("activity", self.namespace, task_queue)
@@ -277,7 +280,8 @@ class Worker:
             len(self._workflows),
             len(self._activities),
         )
-        self._polling.set()
+        if not self._workflows:
+            self._polling.set()
         if self._eager_start and self._workflows:
             self.client._local_workers.append(self)
         loops = [self._liveness_loop(), self._timer_loop()]
@@ -320,15 +324,17 @@ class Worker:
         # that recorded an outcome), so wait until nothing is left or the grace period ends.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._graceful_timeout
-        while self._wt_tasks or self._activity_tasks:
+        while self._wt_tasks or self._activity_tasks or self._eager_reserved:
             left = deadline - loop.time()
             if left <= 0:
                 break
-            await asyncio.wait(
-                [*self._wt_tasks, *self._activity_tasks.values()],
-                timeout=left,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            running = [*self._wt_tasks, *self._activity_tasks.values()]
+            if self._eager_reserved:  # a start's store call is in flight: look again shortly
+                left = min(left, 0.01)
+            if running:
+                await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(left)
         pending = [*self._activity_tasks.values()]
         for t in pending:
             t.cancel()
@@ -351,8 +357,8 @@ class Worker:
             await self._stopped.wait()
 
     async def __aenter__(self) -> Worker:
-        """Start ``run()`` in the background; return once the worker is registered and polling
-        (or raise what stopped it from starting)."""
+        """Start ``run()`` in the background; return once the worker is registered and its
+        first poll is done (or raise what stopped it from starting)."""
         self._background = asyncio.create_task(self.run())
         polling = asyncio.create_task(self._polling.wait())
         await asyncio.wait([polling, self._background], return_when=asyncio.FIRST_COMPLETED)
@@ -451,39 +457,59 @@ class Worker:
                 await self._wt_slot_freed.wait()  # set by _wt_done
                 continue
             since = {topic: store.version(topic)}
+            # The slots asked for are held while the poll is in flight, so an eager start
+            # cannot take one that the poll then fills too; asking for a few at a time leaves
+            # the rest to eager starts meanwhile.
+            want = min(free, _WT_POLL_BATCH)
+            self._wt_in_flight += want
             try:
                 leases = await store.poll_workflow_tasks(
                     self.namespace,
                     self.task_queue,
                     self.worker_id,
-                    free,
+                    want,
                     self._cache.upto,
                     self.build_id,
                 )
             except StoreError as e:
                 logger.warning("workflow task poll failed: %s", e)
                 leases = []
+            finally:
+                self._wt_in_flight -= want
+                self._polling.set()  # the first poll is done: `async with Worker` returns
             for lease in leases:
                 self._spawn_workflow_task(lease)
             if not leases:
                 await self._idle([topic], since, self._max_poll_wait)
 
-    def _takes_eager_start(self, workflow_type: str) -> bool:
-        """Whether a run of this type its client starts may hand its first task here."""
-        return (
-            self._running
-            and not self._stopping.is_set()
-            and workflow_type in self._workflows
-            and self._wt_in_flight < self._max_wt
-        )
-
-    def _take_eager_start(self, lease: WorkflowTaskLease) -> None:
-        """The first task of a run this worker's client started, leased here by the start."""
-        self._stats["eager_start"] += 1
-        self._spawn_workflow_task(lease)
-
-    def _spawn_workflow_task(self, lease: WorkflowTaskLease) -> None:
+    def _reserve_eager_start(self, workflow_type: str) -> bool:
+        """Hold a workflow-task slot for the first task of a run this worker's client is
+        starting; ``_take_eager_start`` fills or frees it once the start returns. Held from now,
+        so concurrent starts and the poller cannot overfill the worker, and a drain waits."""
+        if (
+            not self._running
+            or self._stopping.is_set()
+            or workflow_type not in self._workflows
+            or self._wt_in_flight >= self._max_wt
+        ):
+            return False
         self._wt_in_flight += 1
+        self._eager_reserved += 1
+        return True
+
+    def _take_eager_start(self, lease: WorkflowTaskLease | None) -> None:
+        """The start returned (or failed): run the task it leased here, or free the slot."""
+        self._eager_reserved -= 1
+        if lease is None:
+            self._wt_in_flight -= 1
+            self._wt_slot_freed.set()
+            return
+        self._stats["eager_start"] += 1
+        self._spawn_workflow_task(lease, reserved=True)
+
+    def _spawn_workflow_task(self, lease: WorkflowTaskLease, *, reserved: bool = False) -> None:
+        if not reserved:
+            self._wt_in_flight += 1
         task = asyncio.create_task(self._workflow_task(lease))
         self._wt_tasks.add(task)
         task.add_done_callback(self._wt_done)
@@ -819,10 +845,12 @@ class Worker:
             if inst is None:
                 return False  # a task of this run took it meanwhile
             seen = inst.last_event_id
-            attrs = activity_rules.completed_attrs(lease.seq, value, lease.attempt)
+            # The code gets a decoded copy, as from the store: what it does to its result must
+            # not change what is recorded (the store encodes ``value`` after the code ran).
+            encoded = dumps(activity_rules.completed_attrs(lease.seq, value, lease.attempt))
             now = self.store.now()
-            event = Event(seen + 1, EventType.ACTIVITY_TASK_COMPLETED, now, attrs)
-            size = inst.stored_history_size + len(dumps(attrs))
+            event = Event(seen + 1, EventType.ACTIVITY_TASK_COMPLETED, now, loads(encoded))
+            size = inst.stored_history_size + len(encoded)
             try:
                 commands = advance(inst, [event], now, task_history=(seen + 1, size))
             except (Exception, SystemExit, KeyboardInterrupt):
