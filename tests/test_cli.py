@@ -144,7 +144,7 @@ def test_start_list_describe_show_signal_query_result(db_url: str, worker: Threa
     run_id = started["run_id"]
 
     listing = duro(db_url, "workflow", "list").stdout
-    assert "trip" in listing and "Approval" in listing and run_id[:8] in listing
+    assert "trip" in listing and "Approval" in listing and run_id[-8:] in listing
     [row] = duro_json(db_url, "workflow", "list", "--type", "Approval")
     assert row["run_id"] == run_id and row["status"] == "Running" and row["close_time"] is None
     assert duro_json(db_url, "workflow", "list", "--status", "completed") == []

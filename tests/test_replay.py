@@ -13,7 +13,9 @@ import pytest
 from duro import Client, NonDeterminismError, Worker, activity, workflow
 from duro.definitions import WorkflowDefinition, workflow_definition
 from duro.history import Event
+from duro.runtime.instance import _seed
 from duro.runtime.replay import replay
+from duro.store.tx import new_run_id
 
 
 @activity.defn
@@ -151,3 +153,16 @@ async def test_incompatible_deploy_fails_the_task_not_the_run(client: Client) ->
     async with Worker(client, workflows=[waiter_v1], activities=[step]):
         with pytest.raises(Exception, match="canceled"):
             await handle.result(timeout=timedelta(seconds=10))
+
+
+def test_a_runs_random_seed_uses_all_of_a_time_ordered_id_and_keeps_old_ids_seeds() -> None:
+    """Run ids are time-ordered (UUIDv7): runs started in the same millisecond share their
+    first digits, so the seed of ``workflow.random()`` takes the whole id; a recorded run with a
+    random (uuid4) id keeps the seed it was recorded with, so its replay draws the same."""
+    first, second = new_run_id(), new_run_id()
+    assert uuid.UUID(first).version == 7 and len(first) == 32
+    same_ms = first[:16] + "0" * 16
+    assert _seed(first) != _seed(same_ms)
+    old = "9f1c2b3a4d5e4f60a1b2c3d4e5f60718"  # a uuid4 hex, as runs had before
+    assert _seed(old) == int(old[:16], 16)
+    assert second[:12] >= first[:12]  # time-ordered to the millisecond

@@ -142,7 +142,7 @@ def executions_table(infos: list[ExecutionInfo]) -> Table:
     for info in infos:
         table.add_row(
             Text(info.workflow_id),
-            Text(info.run_id[:SHORT_ID]),
+            Text(info.run_id[-SHORT_ID:]),  # the random end (a run id starts with its time)
             Text(info.workflow_type),
             status_text(info.status),
             human_time(info.start_time),

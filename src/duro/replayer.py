@@ -46,7 +46,7 @@ class ReplayResult:
 
     def __str__(self) -> str:
         verdict = "ok" if self.ok else f"FAILED: {type(self.error).__name__}: {self.error}"
-        run = f"{self.workflow_type} {self.workflow_id} ({self.run_id[:12]})"
+        run = f"{self.workflow_type} {self.workflow_id} (…{self.run_id[-12:]})"
         return f"{run} [{self.source}]: {verdict}"
 
 

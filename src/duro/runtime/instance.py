@@ -170,6 +170,16 @@ def _delivery_order(event: Event) -> int:
     return 0 if event.type in _HANDLED_FIRST else 1
 
 
+def _seed(run_id: str) -> int:
+    """The run's deterministic random seed. A time-ordered (UUIDv7) id starts with its time,
+    which runs started in the same millisecond share, so all of it is used; a random (uuid4)
+    id, as runs recorded before had, keeps its original seed, so their replays draw the same."""
+    digits = run_id.replace("-", "")
+    if len(digits) == 32 and digits[12] == "7":
+        return int(digits, 16)
+    return int(digits[:16], 16)
+
+
 _TASK_FAILURES = (
     NonDeterminismError,
     NondeterministicCallError,
@@ -192,7 +202,7 @@ class WorkflowInstance:
         self.replaying = False
         self.last_event_id = 0
         self.closed = False
-        self.random = random.Random(int(info.run_id.replace("-", "")[:16], 16))
+        self.random = random.Random(_seed(info.run_id))
         self.obj: Any = defn.cls() if defn.cls is not None else None
         self.commands: list[cmd.Command] = []
         self.task_error: BaseException | None = None

@@ -6,7 +6,6 @@ by hand. Lease ids fence every completion (``LeaseLostError`` for a stale one).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +68,7 @@ from duro.store.tx import (
     key_limit,
     load_run,
     new_id,
+    new_run_id,
     raise_if_current_moved,
     run_from_row,
     workflow_lease,
@@ -123,7 +123,7 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
                 tx, current, request_rules.terminate(current, "terminated by a new start", now)
             )
         conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
-    run_id = uuid.uuid4().hex
+    run_id = new_run_id()
     admitted = True
     if req.concurrency_key is not None:
         limit = key_limit(tx, req.namespace, req.workflow_type)
@@ -284,7 +284,7 @@ def complete_workflow_task(
 def _new_run_id_if_continued(completion: WorkflowTaskCompletion) -> str:
     """The next run's id, drawn only for a task that continues as new (not on every step)."""
     continued = any(isinstance(c, ContinueAsNew) for c in completion.commands)
-    return uuid.uuid4().hex if continued else ""
+    return new_run_id() if continued else ""
 
 
 def _complete_task(
@@ -1529,7 +1529,7 @@ def reset_workflow(
         plan = reset_rules.plan_reset(events, at, reapply_signals=reapply_signals)
     except reset_rules.ResetError as e:
         raise ResetFailedError(str(e)) from None
-    new_run_id = uuid.uuid4().hex
+    next_run_id = new_run_id()
     target_id = fork_id or workflow_id
     if fork_id is not None:
         current = conn.execute(
@@ -1548,7 +1548,7 @@ def reset_workflow(
     else:
         # The run reset goes away if it still runs, and so does the id's current run when the
         # reset names an older one: one run of a workflow id runs at a time.
-        why = f"reset to run {new_run_id} at event {at}" + (f": {reason}" if reason else "")
+        why = f"reset to run {next_run_id} at event {at}" + (f": {reason}" if reason else "")
         running = [old] if old.status == RunStatus.RUNNING else []
         try:
             current = find_run(tx, namespace, workflow_id, None, nowait=True)
@@ -1581,7 +1581,7 @@ def reset_workflow(
         tx,
         namespace=namespace,
         workflow_id=target_id,
-        run_id=new_run_id,
+        run_id=next_run_id,
         workflow_type=old.workflow_type,
         task_queue=old.task_queue,
         args=started.attrs.get("args", []),
@@ -1590,7 +1590,7 @@ def reset_workflow(
     copied = [
         NewEvent(
             started.type,
-            {**started.attrs, "run_id": new_run_id, "workflow_id": target_id},
+            {**started.attrs, "run_id": next_run_id, "workflow_id": target_id},
         ),
         *(NewEvent(e.type, e.attrs) for e in plan.prefix[1:]),
         NewEvent(
@@ -1618,7 +1618,7 @@ def reset_workflow(
             search_attributes=attributes,  # a None (removed) deletes nothing here
         ),
     )
-    return new_run_id
+    return next_run_id
 
 
 # -- flow limits ---------------------------------------------------------------------------------
