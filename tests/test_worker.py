@@ -345,6 +345,14 @@ def _shape(events: list[Event]) -> list[tuple[EventType, dict[str, object]]]:
     return [(e.type, {k: v for k, v in e.attrs.items() if k not in drop}) for e in events]
 
 
+def _assert_sizes_seen(history: list[Event]) -> None:
+    """Each task recorded the size of the history before it, exactly (``workflow.info()``)."""
+    sizes = [len(dumps(e.attrs)) for e in history]
+    for i, e in enumerate(history):
+        if e.type == EventType.WORKFLOW_TASK_COMPLETED:
+            assert e.attrs["history_size"] == sum(sizes[:i])
+
+
 async def test_a_result_and_the_task_it_wakes_write_the_same_history_in_one_step(
     client: Client,
 ) -> None:
@@ -362,11 +370,8 @@ async def test_a_result_and_the_task_it_wakes_write_the_same_history_in_one_step
         histories.append(await handle.fetch_history())
     fused, usual = histories
     assert _shape(fused) == _shape(usual)
-    for history in histories:  # each task saw the size of the history before it, exactly
-        sizes = [len(dumps(e.attrs)) for e in history]
-        for i, e in enumerate(history):
-            if e.type == EventType.WORKFLOW_TASK_COMPLETED:
-                assert e.attrs["history_size"] == sum(sizes[:i])
+    for history in histories:
+        _assert_sizes_seen(history)
     defn = workflow_definition(count_to)
     assert defn is not None
     replay(defn, fused)
@@ -503,10 +508,7 @@ async def test_code_that_edits_a_result_does_not_change_what_is_recorded(client:
         history = await handle.fetch_history()
         [first, _] = [e for e in history if e.type == EventType.ACTIVITY_TASK_COMPLETED]
         assert first.attrs["result"] == {"items": [1]}
-        sizes = [len(dumps(e.attrs)) for e in history]
-        for i, e in enumerate(history):
-            if e.type == EventType.WORKFLOW_TASK_COMPLETED:
-                assert e.attrs["history_size"] == sum(sizes[:i])
+        _assert_sizes_seen(history)
         defn = workflow_definition(edits_its_result)
         assert defn is not None
         inst = replay(defn, history)

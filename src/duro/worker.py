@@ -252,7 +252,7 @@ class Worker:
         self._run_locks: dict[str, list[Any]] = {}  # run id -> [lock, users]
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._polling = asyncio.Event()
+        self._ready = asyncio.Event()
         self._running = False
         self._eager_start = eager_start
         self._eager_reserved = 0
@@ -281,7 +281,7 @@ class Worker:
             len(self._activities),
         )
         if not self._workflows:
-            self._polling.set()
+            self._ready.set()
         if self._eager_start and self._workflows:
             self.client._local_workers.append(self)
         loops = [self._liveness_loop(), self._timer_loop()]
@@ -360,10 +360,10 @@ class Worker:
         """Start ``run()`` in the background; return once the worker is registered and its
         first poll is done (or raise what stopped it from starting)."""
         self._background = asyncio.create_task(self.run())
-        polling = asyncio.create_task(self._polling.wait())
-        await asyncio.wait([polling, self._background], return_when=asyncio.FIRST_COMPLETED)
-        polling.cancel()
-        if self._background.done() and not self._polling.is_set():
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait([ready, self._background], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._background.done() and not self._ready.is_set():
             self._background.result()
         return self
 
@@ -476,7 +476,7 @@ class Worker:
                 leases = []
             finally:
                 self._wt_in_flight -= want
-                self._polling.set()  # the first poll is done: `async with Worker` returns
+                self._ready.set()  # the first poll is done: `async with Worker` returns
             for lease in leases:
                 self._spawn_workflow_task(lease)
             if not leases:
@@ -639,18 +639,8 @@ class Worker:
             except (Exception, SystemExit, KeyboardInterrupt) as e:
                 await self._fail_workflow_task(lease, e)
                 return
-            reserved = self._reserve_eager_slots(commands)
-            completion = WorkflowTaskCompletion(
-                commands=commands,
-                workflow_time=lease.started_time,
-                identity=self.identity,
-                build_id=self.build_id,
-                eager_activity_queue=self.task_queue if reserved > 0 else None,
-                eager_activities=reserved,
-                worker_id=self.worker_id,
-                pin=inst.defn.pinned,
-                history_size=lease.history_size,
-            )
+            completion = self._completion(inst, commands, lease.started_time, lease.history_size)
+            reserved = completion.eager_activities
             try:
                 result = await self.store.complete_workflow_task(lease, completion)
             except LeaseLostError:
@@ -666,6 +656,28 @@ class Worker:
             if reserved:
                 self._release_slots(reserved)
         self._task_completed(run_id, inst, result)
+
+    def _completion(
+        self,
+        inst: WorkflowInstance,
+        commands: Sequence[Command],
+        workflow_time: float,
+        history_size: int,
+    ) -> WorkflowTaskCompletion:
+        """A task's completion, offering (and reserving) slots for the activities it schedules;
+        the caller releases ``eager_activities`` slots once the store answered."""
+        reserved = self._reserve_eager_slots(commands)
+        return WorkflowTaskCompletion(
+            commands=commands,
+            workflow_time=workflow_time,
+            identity=self.identity,
+            build_id=self.build_id,
+            eager_activity_queue=self.task_queue if reserved > 0 else None,
+            eager_activities=reserved,
+            worker_id=self.worker_id,
+            pin=inst.defn.pinned,
+            history_size=history_size,
+        )
 
     def _reserve_eager_slots(self, commands: Sequence[Command]) -> int:
         """Reserve the activity slots offered for eager hand-off with a task's completion.
@@ -815,16 +827,10 @@ class Worker:
             heartbeats.stop()
         if cancelled and heartbeats.cancelled:
             return  # the task is gone (workflow cancelled it or the lease moved): nothing to report
-        if (
-            outcome_ok
-            and lease.run_id in self._cache
-            and not self._stopping.is_set()
-            and await self._advance_on_result(lease, value)
-        ):
+        cached = lease.run_id in self._cache and not self._stopping.is_set()
+        if cached and outcome_ok and await self._advance_on_result(lease, value):
             return
-        eager = (
-            self.worker_id if lease.run_id in self._cache and not self._stopping.is_set() else None
-        )
+        eager = self.worker_id if cached and lease.run_id in self._cache else None
         wt = await self._record_outcome(lease, outcome_ok, value, eager)
         if wt is not None:
             self._spawn_workflow_task(wt)
@@ -858,29 +864,14 @@ class Worker:
                 # from history, where the failure is handled (and retried) as for any task.
                 return False
             self._stats["cache_hit"] += 1
-            reserved = self._reserve_eager_slots(commands)
-            completion = WorkflowTaskCompletion(
-                commands=commands,
-                workflow_time=now,
-                identity=self.identity,
-                build_id=self.build_id,
-                eager_activity_queue=self.task_queue if reserved > 0 else None,
-                eager_activities=reserved,
-                worker_id=self.worker_id,
-                pin=inst.defn.pinned,
-                history_size=size,
-            )
+            completion = self._completion(inst, commands, now, size)
+            reserved = completion.eager_activities
             try:
                 step = await self.store.complete_activity_and_task(
                     lease, value, seen, completion, cached_upto=self._cache.upto
                 )
             except LeaseLostError:
-                logger.info(
-                    "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
-                    lease.activity_type,
-                    run_id,
-                    lease.attempt,
-                )
+                _log_rejected(lease)
                 return True
             except Exception as e:
                 # Maybe recorded (a connection lost during the commit), or a bug: the usual path
@@ -933,12 +924,7 @@ class Worker:
                 return wt
             except LeaseLostError:
                 if attempt == 0:
-                    logger.info(
-                        "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
-                        lease.activity_type,
-                        lease.run_id,
-                        lease.attempt,
-                    )
+                    _log_rejected(lease)
                 return None
             except StoreError as e:
                 if attempt == _OUTCOME_ATTEMPTS - 1:
@@ -1040,6 +1026,15 @@ class _Heartbeats:
 
     def stop(self) -> None:
         self._stopped = True
+
+
+def _log_rejected(lease: ActivityTaskLease) -> None:
+    logger.info(
+        "result of activity %s (run %s, attempt %d) rejected: its lease moved on",
+        lease.activity_type,
+        lease.run_id,
+        lease.attempt,
+    )
 
 
 def task_token(task_id: int, lease_id: str) -> str:

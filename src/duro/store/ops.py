@@ -502,7 +502,7 @@ def activity_outcome(
         tx,
         lease.task_id,
         lease.lease_id,
-        f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}",
+        _what(lease),
         ok,
         value,
         eager_worker_id,
@@ -527,12 +527,7 @@ def complete_activity_and_task(
     path writes (result, then ``WorkflowTaskCompleted`` and the commands), so replay cannot
     tell them apart.
     """
-    found = _task_and_run(tx, lease.task_id, _ACTIVITY_COLUMNS)
-    if found is None or found[0][9] != lease.lease_id:
-        raise LeaseLostError(
-            f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
-        )
-    task, run = _activity_record(found[0]), found[1]
+    task, run = _leased_activity(tx, lease.task_id, lease.lease_id, _what(lease))
     t = activity_rules.complete_activity(run, task, result, tx.now)
     fused = (
         run.next_event_id == seen_upto + 1
@@ -543,15 +538,8 @@ def complete_activity_and_task(
         and run.pinned_build_id in (None, completion.build_id)
     )
     if not fused:
-        claims = Claims(
-            worker_id=completion.worker_id,
-            workflow_task=True,
-            build_id=completion.build_id,
-            cached_upto=cached_upto,
-        )
-        apply_transition(tx, run, t, claims)
-        _wake_limited_pollers(tx, run.namespace)
-        return ActivityStep(workflow_lease=claims.workflow_lease)
+        wt = _apply_outcome(tx, run, t, completion.worker_id, cached_upto, completion.build_id)
+        return ActivityStep(workflow_lease=wt)
     done = _complete_task(tx, run, completion, woken_by=t)
     _wake_limited_pollers(tx, run.namespace)
     return ActivityStep(completion=done)
@@ -574,10 +562,7 @@ def _record_outcome(
     build_id: str = "",
 ) -> WorkflowTaskLease | None:
     now = tx.now
-    found = _task_and_run(tx, task_id, _ACTIVITY_COLUMNS)
-    if found is None or found[0][9] != lease_id:
-        raise LeaseLostError(what)
-    task, run = _activity_record(found[0]), found[1]
+    task, run = _leased_activity(tx, task_id, lease_id, what)
     if ok:
         t = activity_rules.complete_activity(run, task, value, now)
     else:
@@ -585,6 +570,33 @@ def _record_outcome(
         timed_out = isinstance(value, dict) and value.get("type") == "TimeoutError"
         t = activity_rules.fail_activity(run, task, value, now, timed_out=timed_out)
     # The worker has this run cached: hand it the next workflow task in this transaction.
+    return _apply_outcome(tx, run, t, eager_worker_id, cached_upto, build_id)
+
+
+def _leased_activity(
+    tx: Tx, task_id: int, lease_id: str, what: str
+) -> tuple[ActivityTaskRecord, RunRecord]:
+    """An activity task and its run, if ``lease_id`` still holds the task (fencing)."""
+    found = _task_and_run(tx, task_id, _ACTIVITY_COLUMNS)
+    if found is None or found[0][9] != lease_id:
+        raise LeaseLostError(what)
+    return _activity_record(found[0]), found[1]
+
+
+def _what(lease: ActivityTaskLease) -> str:
+    return f"activity {lease.activity_type!r} (seq {lease.seq}) of run {lease.run_id}"
+
+
+def _apply_outcome(
+    tx: Tx,
+    run: RunRecord,
+    t: Transition,
+    eager_worker_id: str | None,
+    cached_upto: Callable[[str], int] | None,
+    build_id: str,
+) -> WorkflowTaskLease | None:
+    """Write an attempt's outcome; the run's next workflow task, leased to ``eager_worker_id``
+    in this transaction when one is due."""
     claims = None
     if eager_worker_id is not None:
         claims = Claims(

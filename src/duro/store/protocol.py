@@ -109,9 +109,9 @@ class StartResult:
     update_request: int | None = None
     """With update-with-start: the request whose outcome ``take_query_outcome`` returns."""
     repeated: bool = False
+    """The request id was seen before: nothing was done (the first request's signal, too)."""
     workflow_lease: WorkflowTaskLease | None = None
     """Eager start: the run's first workflow task, leased to ``StartRequest.eager_worker_id``."""
-    """The request id was seen before: nothing was done (the first request's signal, too)."""
 
 
 @dataclass(slots=True)
