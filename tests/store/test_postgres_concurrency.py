@@ -148,18 +148,19 @@ async def test_a_commit_whose_connection_drops_on_release_is_not_run_again(
     operation must not be retried (a signal would arrive twice)."""
     run_id = (await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))).run_id
     admin = await asyncpg.connect(pg_database)
-    original = asyncpg.connection.Connection.reset
+    original = asyncpg.connection.Connection._reset
     armed = True
 
-    async def reset(self: asyncpg.Connection, *, timeout: float | None = None) -> None:
+    async def reset(self: asyncpg.Connection) -> None:
         nonlocal armed
         if armed:
             armed = False
             await admin.execute("SELECT pg_terminate_backend($1)", self.get_server_pid())
             await asyncio.sleep(0.2)
-        await original(self, timeout=timeout)
+        await original(self)
 
-    monkeypatch.setattr(asyncpg.connection.Connection, "reset", reset)
+    # The pool's own step of the reset (the store adds nothing to it).
+    monkeypatch.setattr(asyncpg.connection.Connection, "_reset", reset)
     try:
         await pg.signal_workflow(NS, "wf", None, "go", ["once"])
     finally:

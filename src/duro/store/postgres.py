@@ -79,9 +79,15 @@ _CONFLICTS_FOR = 10.0
 """Seconds an operation keeps retrying after conflicts (a run held by another transaction)."""
 _RECONNECT_FOR = 60.0
 """Seconds an operation keeps retrying while the database is unreachable."""
+_ATTEMPT_TIMEOUT = 60.0
+"""Seconds an operation's statements may take, and then its commit: a connection that stops
+answering (a half-open TCP connection) is dropped and the operation retried (or, at the commit,
+reported as ambiguous). One timer for the statements, not asyncpg's ``command_timeout`` (one per
+statement, a measurable cost on every step)."""
 
 
 _PLACEHOLDER = re.compile(r"'[^']*'|\?")
+_WRITE_AFTER_WITH = re.compile(r"\)\s*(INSERT|UPDATE|DELETE)\b")
 _translated: dict[str, tuple[str, bool]] = {}
 
 
@@ -99,8 +105,13 @@ def _translate(sql: str) -> tuple[str, bool]:
             return f"${n}"
 
         text = _PLACEHOLDER.sub(number, sql)
-        head = sql.lstrip()[:6].upper()
-        returns_rows = head in ("SELECT", "WITH R") or " RETURNING " in sql.upper() + " "
+        upper = sql.lstrip().upper()
+        returns_rows = (
+            upper.startswith("SELECT")
+            # WITH …: rows unless the main statement (after the last CTE) is a write
+            or (upper.startswith("WITH") and not _WRITE_AFTER_WITH.search(upper))
+            or " RETURNING " in upper + " "
+        )
         hit = _translated[sql] = (text, returns_rows)
     return hit
 
@@ -204,7 +215,7 @@ class PostgresStore(SqlStore):
                 min_size=self._min,
                 max_size=self._max,
                 statement_cache_size=1024,
-                command_timeout=60,
+                reset=_keep_session,
             )
             # Liveness heartbeats get a connection of their own: queued behind a burst of work
             # in the main pool, a live worker's heartbeat would arrive late and it would be
@@ -310,9 +321,10 @@ class PostgresStore(SqlStore):
         committed = False
         try:
             tx = Tx(_Connection(conn), self.now(), dialect=_READ_ONLY if readonly else POSTGRES)
-            await conn.execute("BEGIN")
             try:
-                result = await run_op(fn, tx, *args)
+                async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                    await conn.execute("BEGIN")
+                    result = await run_op(fn, tx, *args)
             except BaseException as e:
                 if isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
                     with contextlib.suppress(Exception):
@@ -323,7 +335,7 @@ class PostgresStore(SqlStore):
                     conn.terminate()
                 raise
             try:
-                await conn.execute(self._commit_statement(tx.notes))
+                await conn.execute(self._commit_statement(tx.notes), timeout=_ATTEMPT_TIMEOUT)
             except _CONNECTION_LOST as e:
                 raise _AmbiguousCommit() from e
             committed = True
@@ -406,6 +418,16 @@ class PostgresStore(SqlStore):
             return  # our own commit: local waiters were woken already
         for item in message.get("t", ()):
             self._notifier.notify(_decode_topic(item))
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool runs on a connection it takes back, after its own rollback: nothing.
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``, one
+    more round trip per operation. Operations change no session state (no ``SET``, no session
+    advisory locks, no cursors or ``LISTEN`` on pooled connections: the listener has its own),
+    and the pool rolls back a transaction left open before this runs.
+    """
 
 
 async def _clock_offset(conn: _AnyConnection) -> float:
