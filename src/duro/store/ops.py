@@ -240,7 +240,7 @@ def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunReco
 
     With several writers the run is locked first, then the task, the order every other
     operation takes them in (run, then the run's task rows); the other order deadlocks with
-    a completion that deletes the run's tasks. SQLite, one writer, reads both at once.
+    a completion that deletes the run's tasks. SQLite, one writer, reads both with a join.
     """
     if not tx.dialect.for_update:
         row = tx.conn.execute(
@@ -252,19 +252,26 @@ def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunReco
             return None
         width = len(task_columns.split(","))
         return row[:width], run_from_row(row[width:])
+    # One round trip: the run's row is read (and locked) in a materialized CTE, the outer side
+    # of the join, before the lateral read locks the task. It also tells whether the namespace
+    # has activity flow limits, which a step that schedules activities would read next.
     row = tx.conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM executions "
-        f"WHERE run_id = (SELECT run_id FROM tasks WHERE task_id = ?){tx.dialect.for_update}",
-        (task_id,),
+        f"WITH r AS MATERIALIZED (SELECT {RUN_COLUMNS} FROM executions "
+        f"WHERE run_id = (SELECT run_id FROM tasks WHERE task_id = ?){tx.dialect.for_update}) "
+        "SELECT r.*, EXISTS (SELECT 1 FROM flow_limits f WHERE f.namespace = r.namespace "
+        "AND f.scope IN ('activity_type', 'task_queue')), k.* "
+        f"FROM r LEFT JOIN LATERAL (SELECT true, {task_columns} FROM tasks t "
+        f"WHERE t.task_id = ?{tx.dialect.for_update}) k ON true",
+        (task_id, task_id),
     ).fetchone()
     if row is None:
         return None
-    run = run_from_row(row)
-    task = tx.conn.execute(
-        f"SELECT {task_columns} FROM tasks t WHERE t.task_id = ?{tx.dialect.for_update}",
-        (task_id,),
-    ).fetchone()
-    return None if task is None else (task, run)
+    width = len(RUN_COLUMNS.split(","))
+    run = run_from_row(row[:width])
+    has_limits, found, task = row[width], row[width + 1], row[width + 2 :]
+    if not has_limits:
+        tx.shared[(NO_ACTIVITY_LIMITS, run.namespace)] = True
+    return (task, run) if found else None
 
 
 def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:

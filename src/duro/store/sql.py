@@ -47,6 +47,8 @@ class Dialect:
     """Like ``for_update`` but fails at once (the operation is retried) instead of waiting:
     for locks taken against the usual order (a parent locking its children, a run locking
     another run), where waiting could deadlock."""
+    writes_in_with: bool = False
+    """``WITH x AS (INSERT …) UPDATE …`` runs: two writes in one statement, one round trip."""
 
     def skip_locked_of(self, *tables: str) -> str:
         """``skip_locked`` limited to some tables of a join (the others are only read)."""
@@ -61,4 +63,5 @@ POSTGRES = Dialect(
     for_update=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     for_update_nowait=" FOR UPDATE NOWAIT",
+    writes_in_with=True,
 )

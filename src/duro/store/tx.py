@@ -304,6 +304,9 @@ def apply_transition(
         flushed = True
     events.extend(t.append_after)
     next_id = run.next_event_id
+    # A run has a workflow task row exactly while its task is scheduled or started; a task
+    # completed in the transaction that woke it (the fused step) never had one to delete.
+    had_workflow_task = run.wt_state != WorkflowTaskState.IDLE
     added_bytes = 0
     if events:
         rows = [
@@ -311,11 +314,12 @@ def apply_transition(
             for i, e in enumerate(events)
         ]
         added_bytes = sum(len(r[4]) for r in rows)
-        insert = "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?, ?, ?, ?, ?)"
-        if len(rows) == 1:  # the common case; execute is cheaper than executemany
-            conn.execute(insert, rows[0])
-        else:
-            conn.executemany(insert, rows)
+        if not tx.dialect.writes_in_with:  # else written with the run's update, below
+            insert = "INSERT INTO history (run_id, event_id, type, time, attrs) VALUES (?,?,?,?,?)"
+            if len(rows) == 1:  # the common case; execute is cheaper than executemany
+                conn.execute(insert, rows[0])
+            else:
+                conn.executemany(insert, rows)
         tx.appended.setdefault(run.run_id, []).extend(rows)
     new_next = next_id + len(events)
     wt_state = t.wt_state if t.wt_state is not None else run.wt_state
@@ -360,10 +364,28 @@ def apply_transition(
             dumps(t.result),
             dumps(t.failure) if t.failure is not None else None,
         ]
-    cur = conn.execute(
-        f"UPDATE executions SET {', '.join(sets)} WHERE run_id = ? AND next_event_id = ?",
-        (*params, run.run_id, next_id),
-    )
+    update = f"UPDATE executions SET {', '.join(sets)} WHERE run_id = ? AND next_event_id = ?"
+    # PostgreSQL: the events, the finished activities' task rows and the run's update in one
+    # statement, one round trip (the writes touch different rows, so their order is free).
+    with_writes: list[str] = []
+    with_params: list[Any] = []
+    if events and tx.dialect.writes_in_with:
+        with_writes.append(
+            "h AS (INSERT INTO history (run_id, event_id, type, time, attrs) "
+            "SELECT ?, ? + e.i - 1, e.type, ?, e.attrs "
+            "FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS e(type, attrs, i))"
+        )
+        with_params += [run.run_id, next_id, now, [r[2] for r in rows], [r[4] for r in rows]]
+    deletes_done = bool(t.delete_activities) and tx.dialect.writes_in_with and t.close is None
+    if deletes_done:
+        with_writes.append(
+            "d AS (DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' "
+            "AND seq = ANY(?::bigint[]))"
+        )
+        with_params += [run.run_id, list(t.delete_activities)]
+    if with_writes:
+        update = f"WITH {', '.join(with_writes)} {update}"
+    cur = conn.execute(update, (*with_params, *params, run.run_id, next_id))
     if cur.rowcount != 1:
         raise ConcurrencyConflictError(run.run_id, next_id)
     run.next_event_id = new_next
@@ -420,11 +442,11 @@ def apply_transition(
         # A poll skips tasks whose run another transaction holds, this one included: wake
         # the pollers again once it commits, or the waiting task sits until their next poll.
         tx.notes.add(("workflow", run.namespace, run.task_queue))
-    elif t.wt_state == WorkflowTaskState.IDLE:
+    elif t.wt_state == WorkflowTaskState.IDLE and had_workflow_task:
         conn.execute("DELETE FROM tasks WHERE run_id = ? AND kind = 'workflow'", (run.run_id,))
     if t.schedule_activities:
         _schedule_activities(tx, run, t.schedule_activities, claims)
-    for seq in t.delete_activities:
+    for seq in () if deletes_done else t.delete_activities:
         conn.execute(
             "DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' AND seq = ?",
             (run.run_id, seq),
