@@ -51,6 +51,7 @@ from duro.store.protocol import (
     FlowLimit,
     NamespaceSettings,
     PendingActivityInfo,
+    RunOutcome,
     ScheduleInfo,
     StartResult,
     WorkflowTaskLease,
@@ -543,7 +544,7 @@ class WorkflowHandle:
         topic = ("closed", self._ns, self.id)
         while True:
             since = {topic: store.version(topic)}
-            info = await self.describe()
+            info = await store.run_outcome(self._ns, self.id, self._target_run)
             if info.status == RunStatus.CONTINUED_AS_NEW:
                 # Follow the chain: the result is the last run's.
                 if self.pinned and isinstance(info.result, dict):
@@ -558,7 +559,7 @@ class WorkflowHandle:
                     raise TimeoutError(f"workflow {self.id!r} did not finish in {seconds} s")
             await store.wait_for([topic], since, wait)
 
-    def _outcome(self, info: ExecutionInfo) -> Any:
+    def _outcome(self, info: RunOutcome) -> Any:
         if info.status == RunStatus.COMPLETED:
             return from_payload(
                 info.result,

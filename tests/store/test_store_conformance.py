@@ -547,3 +547,34 @@ async def test_an_eager_start_leases_the_first_task_in_its_transaction(store: St
     assert (await store.start_workflow(req)).workflow_lease is None
     lease = await poll_one(store, "w2")
     assert types(lease.history) == ["WorkflowExecutionStarted", "WorkflowExecutionSignaled"]
+
+
+async def test_run_outcome_reads_the_status_and_then_the_result_or_failure(store: Store) -> None:
+    first = await start(store)
+    running = await store.run_outcome(NS, "wf")
+    assert (running.run_id, running.status, running.result, running.failure) == (
+        first,
+        RunStatus.RUNNING,
+        None,
+        None,
+    )
+    await complete(store, await poll_one(store), cmd.CompleteWorkflow({"answer": 42}))
+    done = await store.run_outcome(NS, "wf", first)
+    assert (done.workflow_id, done.status, done.result) == (
+        "wf",
+        RunStatus.COMPLETED,
+        {"answer": 42},
+    )
+    # A new run under the same id is the current one; the first stays readable by its id.
+    second = await start(store)
+    await complete(
+        store, await poll_one(store), cmd.FailWorkflow({"message": "no", "type": "ValueError"})
+    )
+    failed = await store.run_outcome(NS, "wf")
+    assert (failed.run_id, failed.status) == (second, RunStatus.FAILED)
+    assert failed.failure is not None and failed.failure["message"] == "no"
+    assert (await store.run_outcome(NS, "wf", first)).status == RunStatus.COMPLETED
+    with pytest.raises(WorkflowNotFoundError):
+        await store.run_outcome(NS, "nope")
+    with pytest.raises(WorkflowNotFoundError):
+        await store.run_outcome(NS, "other-id", first)  # a run id under another workflow id

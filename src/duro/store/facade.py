@@ -25,6 +25,7 @@ from duro.store.protocol import (
     QueryOutcome,
     QueryTask,
     ReapResult,
+    RunOutcome,
     ScheduleInfo,
     StartResult,
     WorkflowTaskCompletion,
@@ -361,6 +362,11 @@ class SqlStore:
         self, namespace: str, workflow_id: str, run_id: str | None = None
     ) -> ExecutionInfo:
         return await self._call(ops.describe_run, namespace, workflow_id, run_id, readonly=True)
+
+    async def run_outcome(
+        self, namespace: str, workflow_id: str, run_id: str | None = None
+    ) -> RunOutcome:
+        return await self._call(ops.run_outcome, namespace, workflow_id, run_id, readonly=True)
 
     async def count_workflows(self, namespace: str, query: Query | None = None) -> int:
         return await self._call(ops.count_workflows, namespace, query, readonly=True)

@@ -47,6 +47,7 @@ from duro.store.protocol import (
     QueryOutcome,
     QueryTask,
     ReapResult,
+    RunOutcome,
     ScheduleInfo,
     StartResult,
     WorkflowTaskCompletion,
@@ -1068,6 +1069,25 @@ def _info_from_row(row: tuple[Any, ...]) -> ExecutionInfo:
         parent_workflow_id=row[17],
         parent_run_id=row[18],
     )
+
+
+def run_outcome(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> RunOutcome:
+    columns = "workflow_id, run_id, status, result, failure"
+    if run_id:
+        row = tx.conn.execute(
+            f"SELECT {columns} FROM executions WHERE run_id = ? AND namespace = ? "
+            "AND workflow_id = ?",
+            (run_id, namespace, workflow_id),
+        ).fetchone()
+    else:
+        row = tx.conn.execute(
+            f"SELECT {columns} FROM executions WHERE namespace = ? AND workflow_id = ? "
+            "AND is_current = 1",
+            (namespace, workflow_id),
+        ).fetchone()
+    if row is None:
+        raise WorkflowNotFoundError(workflow_id, run_id)
+    return RunOutcome(row[0], row[1], RunStatus(row[2]), loads(row[3]), loads(row[4]))
 
 
 def resolve_run(tx: Tx, namespace: str, workflow_id: str, run_id: str | None) -> str:

@@ -323,10 +323,17 @@ class PostgresStore(SqlStore):
             tx = Tx(_Connection(conn), self.now(), dialect=_READ_ONLY if readonly else POSTGRES)
             try:
                 async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                    if readonly:
+                        # No transaction: under READ COMMITTED each statement reads its own
+                        # snapshot inside one as well, so BEGIN and COMMIT would only cost two
+                        # round trips.
+                        return await run_op(fn, tx, *args), tx.notes
                     await conn.execute("BEGIN")
                     result = await run_op(fn, tx, *args)
             except BaseException as e:
-                if isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
+                if readonly and isinstance(e, asyncpg.PostgresError | DuroError):
+                    pass  # nothing to roll back
+                elif isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute("ROLLBACK")
                 else:

@@ -128,6 +128,18 @@ class PendingActivityInfo:
     worker: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """A run's status and, once it is closed, its result or failure: what waiting for a
+    result reads, in one statement (``describe`` reads five more tables)."""
+
+    workflow_id: str
+    run_id: str
+    status: RunStatus
+    result: Any = None
+    failure: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class ExecutionInfo:
     namespace: str
@@ -464,6 +476,16 @@ class Store(Protocol):
     async def describe(
         self, namespace: str, workflow_id: str, run_id: str | None = None
     ) -> ExecutionInfo: ...
+
+    async def run_outcome(
+        self, namespace: str, workflow_id: str, run_id: str | None = None
+    ) -> RunOutcome:
+        """The run's (the workflow id's current run if ``run_id`` is None) status and outcome.
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+        """
+        ...
 
     async def count_workflows(self, namespace: str, query: Query | None = None) -> int: ...
 
