@@ -27,6 +27,7 @@ Nothing here asserts on time: the table is a measurement, with duro/peer ratios 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -42,6 +43,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(HERE / "peers"), str(ROOT)]
 
 import common  # noqa: E402
+import pg_floor  # noqa: E402
 import sections  # noqa: E402
 from core import machine  # noqa: E402
 
@@ -145,6 +147,45 @@ def run_system(system: str, sizes: common.Sizes, workdir: Path, server: PgServer
     return Outcome(system, {}, seconds, f"exit {out.returncode}: {tail}")
 
 
+def pg_floor_fanout(server: PgServer, sizes: common.Sizes) -> float:
+    """Steps/s of the raw writes alone, in the fan-out's shape (``pg_floor.measure_fanout``)."""
+    name = server.create_database()
+    try:
+        return asyncio.run(
+            pg_floor.measure_fanout(
+                server.url(name), runs=sizes.fanout, steps_per_run=sizes.fanout_steps
+            )
+        )
+    finally:
+        server.drop_database(name)
+
+
+def floor_paragraph(floors: list[float], outcomes: dict[str, Outcome]) -> list[str]:
+    """Where the PostgreSQL fan-out figures sit against the writes' own ceiling."""
+    if not floors:
+        return []
+    floor = statistics.median(floors)
+    text = (
+        "PostgreSQL store floor in the fan-out's shape (`bench/pg_floor.py`: only the writes "
+        "of each step as one statement, the runs side by side over 10 connections as "
+        "duro's pool, no reads, locks or engine), measured in each round after duro: "
+        f"{floor:,.0f} steps/s (median; {min(floors):,.0f}-{max(floors):,.0f})."
+    )
+    duro = outcomes.get("duro-postgres")
+    if duro is not None and "fanout_steps_per_s" in duro.figures:
+        text += (
+            f" duro on PostgreSQL reaches {duro.figures['fanout_steps_per_s'] / floor:.0%} of it."
+        )
+    dbos = outcomes.get("dbos-postgres")
+    if dbos is not None and "fanout_steps_per_s" in dbos.figures:
+        tenfold = 10 * dbos.figures["fanout_steps_per_s"]
+        text += (
+            f" Ten times DBOS-PostgreSQL's fan-out would be {tenfold:,.0f} steps/s, "
+            f"{tenfold / floor:.1f}x this floor."
+        )
+    return ["", text]
+
+
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
@@ -216,6 +257,7 @@ def markdown(
     command: str,
     db_dir: str,
     rounds: dict[str, list[Outcome]] | None = None,
+    floors: list[float] | None = None,
 ) -> str:
     facts = machine(db_dir)
     n = max((len(r) for r in (rounds or {}).values()), default=1)
@@ -241,6 +283,7 @@ def markdown(
         f"say how many times better duro is (higher throughput, or lower latency). {how}.",
         "",
         *table(outcomes, rounds),
+        *floor_paragraph(floors or [], outcomes),
         "",
         f"Sizes: {sizes.sequential} sequential 10-step runs; fan-out {sizes.fanout} x "
         f"{sizes.fanout_steps} steps; {sizes.parallel} parallel activities; {sizes.timers} timers "
@@ -272,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = common.Sizes.quick() if args.quick else common.Sizes()
     server = find_or_start() if any(s.endswith("postgres") for s in systems) else None
     rounds: dict[str, list[Outcome]] = {s: [] for s in systems}
+    floors: list[float] = []
     command = "python bench/compare.py" + (" --quick" if args.quick else "")
     command += f" --repeat {args.repeat}" if args.repeat > 1 else ""
     try:
@@ -285,13 +329,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"{k} {v:,.2f}" for k, v in outcome.figures.items()
                     )
                     print(f"  {outcome.seconds:.0f} s: {shown}", flush=True)
+                    if system == "duro-postgres" and server is not None:
+                        floors.append(pg_floor_fanout(server, sizes))
+                        print(f"  store floor, fan-out shape: {floors[-1]:,.0f} steps/s")
             outcomes = {s: median_outcome(r) for s, r in rounds.items()}
-            section = markdown(outcomes, sizes, command, tmp, rounds)
+            section = markdown(outcomes, sizes, command, tmp, rounds, floors)
     finally:
         if server is not None:
             server.stop()
     print()
     print("\n".join(table(outcomes, rounds)))
+    print("\n".join(floor_paragraph(floors, outcomes)))
     if args.out:
         sections.write(args.out, "compare.py", section)
         print(f"wrote {args.out}")

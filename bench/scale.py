@@ -277,9 +277,9 @@ def markdown(rows: list[Row], sizes: Sizes, repeats: int, server: PgServer, floo
             "",
             *table(rows, sizes),
             "",
-            f"Store floor (`bench/pg_floor.py`: the raw writes of a step, one transaction, one "
-            f"connection, in a tight loop): {floor_us:,.0f} µs per step. duro's sequential step "
-            f"p50 with one worker is {rows[0].stat('step_p50_ms')[0] * 1000 / floor_us:.1f}x "
+            f"Store floor (`bench/pg_floor.py`: the raw writes of a step as one statement, "
+            f"one connection, in a tight loop): {floor_us:,.0f} µs per step. duro's sequential "
+            f"step p50 with one worker is {rows[0].stat('step_p50_ms')[0] * 1000 / floor_us:.1f}x "
             "that floor.",
             "",
             "Reading it: every process shares the machine's two cores, and one worker already "
