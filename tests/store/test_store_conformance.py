@@ -578,3 +578,40 @@ async def test_run_outcome_reads_the_status_and_then_the_result_or_failure(store
         await store.run_outcome(NS, "nope")
     with pytest.raises(WorkflowNotFoundError):
         await store.run_outcome(NS, "other-id", first)  # a run id under another workflow id
+
+
+async def test_a_flow_limit_set_by_another_process_binds_at_once(
+    store: Store, clock: FakeClock
+) -> None:
+    """A store may remember that a namespace has no limits (SQLite keeps it from one
+    transaction to the next); a limit another process sets must bind at the next step."""
+    other: SQLiteStore | PostgresStore
+    if isinstance(store, SQLiteStore):
+        other = SQLiteStore(store.path, clock=clock)
+    else:
+        assert isinstance(store, PostgresStore)
+        other = PostgresStore(store.url, clock=clock)
+    await other.start()
+    try:
+
+        async def schedule_two(wid: str) -> list[int]:
+            await start(store, wid)
+            lease = await poll_one(store)
+            res = await store.complete_workflow_task(
+                lease,
+                WorkflowTaskCompletion(
+                    [schedule(1), schedule(2)],
+                    lease.started_time,
+                    worker_id="w1",
+                    eager_activity_queue=Q,
+                    eager_activities=2,
+                ),
+            )
+            return [a.seq for a in res.activity_leases]
+
+        assert await schedule_two("a") == [1, 2]  # no limits: both handed over
+        await other.set_flow_limit(FlowLimit(NS, "activity_type", "act", max_concurrent=3))
+        # Two attempts of "act" are running: one more may start, the other waits for a poll.
+        assert await schedule_two("b") == [1]
+    finally:
+        await other.close()

@@ -66,7 +66,7 @@ def _is_busy(e: sqlite3.Error) -> bool:
 
 
 def _execute_batch(
-    store: SQLiteStore, conn: sqlite3.Connection, batch: list[_Item]
+    store: SQLiteStore, conn: sqlite3.Connection, batch: list[_Item], facts: _Facts
 ) -> tuple[list[_Outcome], set[Hashable]] | None:
     """Run queued operations in one transaction and commit once (group commit).
 
@@ -88,12 +88,13 @@ def _execute_batch(
     notes: set[Hashable] = set()
     try:
         now = store.now()
-        shared: dict[Hashable, Any] = {}  # facts read once per transaction
+        shared = facts.begin(conn)
         for fn, args, fut, _ in batch:
             tx = Tx(conn, now, shared=shared)
             outcomes.append((fut, fn(tx, *args), None))
             notes |= tx.notes
         conn.execute("COMMIT")
+        facts.committed(shared)
         return outcomes, notes
     except Exception as e:
         with contextlib.suppress(sqlite3.Error):
@@ -102,11 +103,15 @@ def _execute_batch(
             return None
         if len(batch) == 1:
             return [(batch[0][2], None, _as_store_error(e))], set()
-    return _execute_isolated(store, conn, batch, readonly)
+    return _execute_isolated(store, conn, batch, readonly, facts)
 
 
 def _execute_isolated(
-    store: SQLiteStore, conn: sqlite3.Connection, batch: list[_Item], readonly: bool
+    store: SQLiteStore,
+    conn: sqlite3.Connection,
+    batch: list[_Item],
+    readonly: bool,
+    facts: _Facts,
 ) -> tuple[list[_Outcome], set[Hashable]] | None:
     """The slow path: one transaction, each operation in a savepoint of its own."""
     try:
@@ -119,7 +124,7 @@ def _execute_isolated(
     notes: set[Hashable] = set()
     try:
         now = store.now()
-        shared: dict[Hashable, Any] = {}  # facts read once per transaction
+        shared = facts.begin(conn)
         for fn, args, fut, _ in batch:
             tx = Tx(conn, now, shared=shared)
             conn.execute("SAVEPOINT op")
@@ -128,12 +133,14 @@ def _execute_isolated(
             except Exception as e:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
+                shared.clear()  # what the rolled-back operation learned may not hold
                 outcomes.append((fut, None, _as_store_error(e)))
             else:
                 conn.execute("RELEASE op")
                 outcomes.append((fut, result, None))
                 notes |= tx.notes
         conn.execute("COMMIT")
+        facts.committed(shared)
     except Exception as e:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
@@ -162,6 +169,38 @@ def _all_failed(batch: list[_Item], e: BaseException) -> list[_Outcome]:
     return [(fut, None, err) for _, _, fut, _ in batch]
 
 
+class _Facts:
+    """Facts operations read (``Tx.shared``: "this namespace has no flow limits"), kept from one
+    committed transaction to the next while no other process writes to the database.
+
+    Each transaction starts from a copy and hands it back only once it has committed, so what a
+    rolled-back transaction read is dropped. Operations that change a fact drop it themselves
+    (``set_flow_limit``). Another process's commits are seen at the start of the next
+    transaction, inside it (``PRAGMA data_version``), and drop everything; that check also wakes
+    this process's waiters, since those commits may have made work ready.
+    """
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
+        self.store = store
+        self.known: dict[Hashable, Any] = {}
+        self.data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def begin(self, conn: sqlite3.Connection) -> dict[Hashable, Any]:
+        """The facts for a transaction that has just begun on ``conn``."""
+        self.check_foreign_commits(conn)
+        return dict(self.known)
+
+    def committed(self, facts: dict[Hashable, Any]) -> None:
+        self.known = facts
+
+    def check_foreign_commits(self, conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self.data_version:
+            self.data_version = version
+            self.known = {}
+            self.store._notifier.notify_all()
+
+
 class _LoopRunner:
     """Runs the store's operations on the event loop thread, one transaction per loop turn."""
 
@@ -174,7 +213,7 @@ class _LoopRunner:
         self.busy_retries = 0
         self.watch_interval = watch_interval
         self.closed = False
-        self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        self.facts = _Facts(store, conn)
         self._watch_handle = self.loop.call_later(watch_interval, self._watch)
 
     def submit(self, item: _Item) -> None:
@@ -190,7 +229,7 @@ class _LoopRunner:
         self.pending = []
         if not batch:
             return
-        done = _execute_batch(self.store, self.conn, batch)
+        done = _execute_batch(self.store, self.conn, batch, self.facts)
         if done is None:  # locked by another process: retry soon, without blocking the loop
             self.pending = batch + self.pending
             self.busy_retries += 1
@@ -199,21 +238,14 @@ class _LoopRunner:
             return
         self.busy_retries = 0
         self.store._deliver(*done)
-        with contextlib.suppress(sqlite3.Error):
-            self._check_foreign_commits()
-
-    def _check_foreign_commits(self) -> None:
-        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
-        if version != self._data_version:
-            self._data_version = version
-            self.store._notifier.notify_all()
 
     def _watch(self) -> None:
+        """An idle store still notices other processes' commits (a busy one, at each batch)."""
         if self.closed:
             return
         if not self.scheduled:
             with contextlib.suppress(sqlite3.Error):
-                self._check_foreign_commits()
+                self.facts.check_foreign_commits(self.conn)
         self._watch_handle = self.loop.call_later(self.watch_interval, self._watch)
 
     def close(self) -> None:

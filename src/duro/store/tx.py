@@ -87,8 +87,9 @@ class Tx:
     """History rows this transaction appended, by run: a lease handed out in the same
     transaction reads its newest events from here instead of querying them back."""
     shared: dict[Hashable, Any] = field(default_factory=dict)
-    """Facts read once per transaction, shared by every operation batched into it (SQLite's
-    group commit runs many operations in one transaction; PostgreSQL runs one)."""
+    """Facts read once and shared by every operation batched into the transaction (SQLite's
+    group commit runs many operations in one; PostgreSQL runs one). SQLite keeps them from one
+    committed transaction to the next while no other process writes (``sqlite._Facts``)."""
 
     def gate(self, namespace: str) -> FlowGate:
         """The namespace's flow limits, read once per operation."""
