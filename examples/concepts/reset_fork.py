@@ -65,7 +65,7 @@ async def main(db_path: str) -> None:
             handle = await client.start_workflow(Writer.run, "tea", id=wid)
             await handle.signal(Writer.note, "add a photo")
             history = await handle.fetch_history()
-            while not any(e.type == EventType.ACTIVITY_TASK_COMPLETED for e in history[4:]):
+            while sum(e.type == EventType.ACTIVITY_TASK_COMPLETED for e in history) < 2:
                 await asyncio.sleep(0.02)  # wait until both activities completed
                 history = await handle.fetch_history()
             draft_scheduled = next(

@@ -947,8 +947,11 @@ class Worker:
             if adefn.is_async:
                 task = asyncio.ensure_future(adefn.fn(*args))
                 heartbeats.task = task
+                # Awaiting the task itself (a timeout cancels it through this await) costs one
+                # loop turn and one future less per attempt than asyncio.wait_for in 3.11.
                 try:
-                    return await asyncio.wait_for(task, max(0.0, remaining))
+                    async with asyncio.timeout(max(0.0, remaining)):
+                        return await task
                 except TimeoutError:
                     if task.cancelled():
                         raise ActivityTimeoutError("start_to_close") from None
