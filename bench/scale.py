@@ -244,15 +244,22 @@ def table(rows: list[Row], sizes: Sizes) -> list[str]:
     return lines
 
 
-async def _floor(server: PgServer, steps: int) -> float:
+async def _floor(server: PgServer, steps: int, shape: str = pg_floor.ONE_STATEMENT) -> float:
     name = server.create_database()
     try:
-        return await pg_floor.measure(server.url(name), steps=steps)
+        return await pg_floor.measure(server.url(name), steps=steps, shape=shape)
     finally:
         server.drop_database(name)
 
 
-def markdown(rows: list[Row], sizes: Sizes, repeats: int, server: PgServer, floor_us: float) -> str:
+def markdown(
+    rows: list[Row],
+    sizes: Sizes,
+    repeats: int,
+    server: PgServer,
+    floor_us: float,
+    statements_floor_us: float,
+) -> str:
     version = server.psql("SHOW server_version").strip()
     cores = os.cpu_count()
     model = next(
@@ -280,7 +287,9 @@ def markdown(rows: list[Row], sizes: Sizes, repeats: int, server: PgServer, floo
             f"Store floor (`bench/pg_floor.py`: the raw writes of a step as one statement, "
             f"one connection, in a tight loop): {floor_us:,.0f} µs per step. duro's sequential "
             f"step p50 with one worker is {rows[0].stat('step_p50_ms')[0] * 1000 / floor_us:.1f}x "
-            "that floor.",
+            "that floor. The same writes as four statements in `BEGIN`/`COMMIT` (six round "
+            f"trips): {statements_floor_us:,.0f} µs per step; duro's p50 is "
+            f"{rows[0].stat('step_p50_ms')[0] * 1000 / statements_floor_us:.1f}x that.",
             "",
             "Reading it: every process shares the machine's two cores, and one worker already "
             "keeps them nearly busy (CPU column), PostgreSQL's backends taking as much as the "
@@ -305,12 +314,15 @@ async def main() -> int:
     server = find_or_start()
     rows = [Row(n) for n in WORKER_COUNTS]
     floors: list[float] = []
+    statements_floors: list[float] = []
     try:
         with tempfile.TemporaryDirectory(prefix="duro-scale-") as tmp:
             for r in range(repeats):
                 for row in rows:
                     if row.workers == 1:
-                        floors.append(await _floor(server, 500 if args.quick else 2000))
+                        steps = 500 if args.quick else 2000
+                        floors.append(await _floor(server, steps))
+                        statements_floors.append(await _floor(server, steps, pg_floor.STATEMENTS))
                     run_dir = Path(tmp) / f"r{r}"
                     run_dir.mkdir(exist_ok=True)
                     sample = await measure(server, row.workers, sizes, run_dir)
@@ -325,12 +337,22 @@ async def main() -> int:
                         f"({sample.empty_polls_per_step:.2f} empty polls)",
                         flush=True,
                     )
-        section = markdown(rows, sizes, repeats, server, statistics.median(floors))
+        section = markdown(
+            rows,
+            sizes,
+            repeats,
+            server,
+            statistics.median(floors),
+            statistics.median(statements_floors),
+        )
     finally:
         server.stop()
     print()
     print("\n".join(table(rows, sizes)))
-    print(f"store floor {statistics.median(floors):,.0f} µs/step")
+    print(
+        f"store floor {statistics.median(floors):,.0f} µs/step (one statement), "
+        f"{statistics.median(statements_floors):,.0f} µs/step (four statements)"
+    )
     if args.out:
         sections.write(args.out, "scale.py", section)
         print(f"wrote {args.out}")
