@@ -1,11 +1,13 @@
 """The PostgreSQL store: many worker processes on many machines share one database.
 
 Each operation (the same ``ops.py`` functions SQLite runs) runs in a transaction of its own on
-a pooled asyncpg connection, through ``bridge.run_op``. Writers coordinate with row locks: an
-operation locks a run's row as it reads it (``SELECT … FOR UPDATE``), and polls take tasks with
-``FOR UPDATE SKIP LOCKED``, so a task goes to one worker and a run changes one transaction at a
-time; the ``next_event_id`` check stays as a second guard. Lock conflicts PostgreSQL resolves by
-aborting one side (deadlock, unique index race) are retried from the start.
+a pooled asyncpg connection, through ``bridge.run_op``; read-only ones run without one (under
+READ COMMITTED each statement reads its own snapshot either way). Writers coordinate with row
+locks: an operation locks a run's row as it reads it (``SELECT … FOR UPDATE``), and polls take
+tasks with ``FOR UPDATE SKIP LOCKED``, so a task goes to one worker and a run changes one
+transaction at a time; the ``next_event_id`` check stays as a second guard. Lock conflicts
+PostgreSQL resolves by aborting one side (deadlock, unique index race) are retried from the
+start.
 
 Wake-ups: every transaction that makes work ready sends ``NOTIFY duro`` with its topics; each
 store LISTENs on one dedicated connection and wakes its local waiters, so a worker idle on
