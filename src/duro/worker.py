@@ -955,6 +955,10 @@ class Worker:
                 except TimeoutError:
                     if task.cancelled():
                         raise ActivityTimeoutError("start_to_close") from None
+                    if task.done():
+                        # It ended on its own (a result, or its own TimeoutError) just as the
+                        # deadline passed: its outcome stands, as with asyncio.wait_for.
+                        return task.result()
                     raise
             ctx = contextvars.copy_context()
             loop = asyncio.get_running_loop()
