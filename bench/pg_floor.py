@@ -27,7 +27,7 @@ import asyncpg
 import floor
 
 from duro.store import migrate
-from duro.store.postgres import _translate
+from duro.store.postgres import _keep_session, _translate
 
 
 def _sql(statement: str) -> str:
@@ -92,7 +92,7 @@ async def measure_fanout(
         min_size=connections,
         max_size=connections,
         statement_cache_size=1024,
-        reset=_no_reset,  # as duro's pool: no session reset query after each step
+        reset=_keep_session,  # as duro's pool: no session reset query after each step
     )
     assert pool is not None
 
@@ -107,10 +107,6 @@ async def measure_fanout(
         return runs * steps_per_run / (time.perf_counter() - t0)
     finally:
         await pool.close()
-
-
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Connections here set no session state: nothing to reset (one round trip less)."""
 
 
 async def _setup(conn: asyncpg.Connection, runs: int) -> list[str]:

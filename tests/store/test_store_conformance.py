@@ -50,6 +50,22 @@ async def complete(
     )
 
 
+async def complete_eagerly(
+    store: Store, lease: WorkflowTaskLease, *commands: cmd.Command, slots: int
+):  # type: ignore[no-untyped-def]
+    """Complete a task as worker w1 with ``slots`` free activity slots (eager hand-off)."""
+    return await store.complete_workflow_task(
+        lease,
+        WorkflowTaskCompletion(
+            list(commands),
+            lease.started_time,
+            worker_id="w1",
+            eager_activity_queue=Q,
+            eager_activities=slots,
+        ),
+    )
+
+
 def types(events: list) -> list[str]:  # type: ignore[type-arg]
     return [e.type.value for e in events]
 
@@ -92,16 +108,7 @@ async def test_cached_worker_gets_only_new_events(store: Store) -> None:
 async def test_eager_hand_offs_skip_polls(store: Store) -> None:
     run_id = await start(store)
     lease = await poll_one(store)
-    res = await store.complete_workflow_task(
-        lease,
-        WorkflowTaskCompletion(
-            [schedule(1), schedule(2)],
-            lease.started_time,
-            worker_id="w1",
-            eager_activity_queue=Q,
-            eager_activities=1,
-        ),
-    )
+    res = await complete_eagerly(store, lease, schedule(1), schedule(2), slots=1)
     assert [a.seq for a in res.activity_leases] == [1]  # limited to the free slots
     [other] = await store.poll_activity_tasks(NS, Q, "w2", 10)
     assert other.seq == 2
@@ -596,16 +603,8 @@ async def test_a_flow_limit_set_by_another_process_binds_at_once(
 
         async def schedule_two(wid: str) -> list[int]:
             await start(store, wid)
-            lease = await poll_one(store)
-            res = await store.complete_workflow_task(
-                lease,
-                WorkflowTaskCompletion(
-                    [schedule(1), schedule(2)],
-                    lease.started_time,
-                    worker_id="w1",
-                    eager_activity_queue=Q,
-                    eager_activities=2,
-                ),
+            res = await complete_eagerly(
+                store, await poll_one(store), schedule(1), schedule(2), slots=2
             )
             return [a.seq for a in res.activity_leases]
 

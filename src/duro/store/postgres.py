@@ -333,11 +333,10 @@ class PostgresStore(SqlStore):
                     await conn.execute("BEGIN")
                     result = await run_op(fn, tx, *args)
             except BaseException as e:
-                if readonly and isinstance(e, asyncpg.PostgresError | DuroError):
-                    pass  # nothing to roll back
-                elif isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
+                if isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
+                    if not readonly:  # a read opened no transaction
+                        with contextlib.suppress(Exception):
+                            await conn.execute("ROLLBACK")
                 else:
                     # Cancelled mid-statement, or the client side failed: the connection's
                     # state is unknown, so it is dropped (the pool opens a new one), never reused.
