@@ -16,12 +16,15 @@ import pytest
 
 from duro import commands as cmd
 from duro.engine.start import StartRequest
+from duro.errors import LeaseLostError, StoreError
 from duro.history import EventType, RunStatus
 from duro.retry import RetryPolicy
 from duro.store import ops
+from duro.store import tx as tx_module
 from duro.store.bridge import await_
 from duro.store.postgres import PostgresStore
-from duro.store.protocol import WorkflowTaskCompletion, WorkflowTaskLease
+from duro.store.protocol import ActivityTaskLease, WorkflowTaskCompletion, WorkflowTaskLease
+from duro.store.tx import NeedsLocks, Unlocked
 
 NS = "default"
 
@@ -168,3 +171,193 @@ async def test_a_commit_whose_connection_drops_on_release_is_not_run_again(
     assert not armed
     history = await pg.get_history(run_id)
     assert [e.type for e in history].count(EventType.WORKFLOW_EXECUTION_SIGNALED) == 1
+
+
+# -- a step without a transaction (Unlocked): read, then one guarded statement ------------------
+
+
+async def _activity_out(pg: PostgresStore, queue: str = "q") -> tuple[ActivityTaskLease, int]:
+    """A run whose first task scheduled activity 1, leased to w1; the task's last event id."""
+    await pg.start_workflow(StartRequest(NS, "wf", "Agent", queue, []))
+    [lease] = await pg.poll_workflow_tasks(NS, queue, "w1", 10)
+    done = await complete(pg, lease, activity(1, queue))
+    [act] = await pg.poll_activity_tasks(NS, queue, "w1", 10)
+    return act, done.last_event_id
+
+
+def _step(*commands: cmd.Command) -> WorkflowTaskCompletion:
+    return WorkflowTaskCompletion(
+        list(commands), 0.0, worker_id="w1", eager_activity_queue="q", eager_activities=1
+    )
+
+
+def _statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements every connection sends from now on, in order."""
+    sent: list[str] = []
+    for name in ("execute", "fetch"):
+        original = getattr(asyncpg.connection.Connection, name)
+
+        async def recorded(
+            self: Any, query: str, *args: Any, _original: Any = original, **kw: Any
+        ) -> Any:
+            sent.append(query)
+            return await _original(self, query, *args, **kw)
+
+        monkeypatch.setattr(asyncpg.connection.Connection, name, recorded)
+    return sent
+
+
+def _before_the_write(monkeypatch: pytest.MonkeyPatch, action: Callable[[Any], Any]) -> list[int]:
+    """Run ``action(tx)`` (a coroutine function) once, between a step's read and its write."""
+    calls: list[int] = []
+    original = tx_module._write_unlocked
+
+    def interleaved(tx: Any, *args: Any) -> None:
+        if not calls:
+            await_(action(tx))
+        calls.append(1)
+        original(tx, *args)
+
+    monkeypatch.setattr(tx_module, "_write_unlocked", interleaved)
+    return calls
+
+
+async def test_a_step_is_one_read_and_one_statement_without_a_transaction(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act, seen = await _activity_out(pg)
+    sent = _statements(monkeypatch)
+    step = await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    assert step.completion is not None and step.completion.accepted
+    [second] = step.completion.activity_leases  # leased in the same statement
+    assert second.seq == 2 and second.task_id > act.task_id
+    assert len(sent) == 2 and not any(s.startswith(("BEGIN", "COMMIT")) for s in sent), sent
+    assert not pg.retries
+    history = await pg.get_history(act.run_id)
+    assert [e.type for e in history][3:] == [
+        EventType.ACTIVITY_TASK_COMPLETED,
+        EventType.WORKFLOW_TASK_COMPLETED,
+        EventType.ACTIVITY_TASK_SCHEDULED,
+    ]
+    assert await pg.poll_activity_tasks(NS, "q", "w2", 10) == []  # the new task is leased
+    await pg.complete_activity_task(second, "two")
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    assert lease.history[-1].attrs["result"] == "two"
+
+
+@pytest.mark.parametrize("change", ["signal", "heartbeat", "run row"])
+async def test_a_step_that_raced_another_writer_writes_nothing_and_is_run_with_locks(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Between the step's read and its write another transaction changes the run's row (a
+    signal; an update that leaves next_event_id alone) or the task's (a heartbeat): the
+    statement writes nothing, and the step runs again with locks, seeing the change."""
+    act, seen = await _activity_out(pg)
+    admin = await asyncpg.connect(pg_database)
+
+    async def other_writer(_tx: Any) -> None:
+        if change == "signal":
+            await pg.signal_workflow(NS, "wf", None, "nudge", [1])
+        elif change == "heartbeat":
+            assert await pg.heartbeat_activity_task(act, {"at": 1})
+        else:
+            await admin.execute(
+                "UPDATE executions SET priority = priority WHERE run_id = $1", act.run_id
+            )
+
+    calls = _before_the_write(monkeypatch, other_writer)
+    try:
+        step = await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    finally:
+        await admin.close()
+    assert len(calls) == 1 and pg.retries == {"ConcurrencyConflictError": 1}
+    history = [e.type for e in await pg.get_history(act.run_id)]
+    assert history.count(EventType.ACTIVITY_TASK_COMPLETED) == 1
+    if change == "signal":  # the run moved on: the result is recorded alone, the task re-run
+        assert step.completion is None
+        assert history[3:] == [
+            EventType.WORKFLOW_EXECUTION_SIGNALED,
+            EventType.ACTIVITY_TASK_COMPLETED,
+        ]
+    else:  # the step itself still applies, once
+        assert step.completion is not None and step.completion.accepted
+        assert history[3:] == [
+            EventType.ACTIVITY_TASK_COMPLETED,
+            EventType.WORKFLOW_TASK_COMPLETED,
+            EventType.ACTIVITY_TASK_SCHEDULED,
+        ]
+
+
+async def test_a_step_whose_lease_was_lost_after_its_read_writes_nothing(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act, seen = await _activity_out(pg)
+    admin = await asyncpg.connect(pg_database)
+
+    async def lose_lease(_tx: Any) -> None:
+        await admin.execute("UPDATE tasks SET lease_id = NULL WHERE task_id = $1", act.task_id)
+
+    _before_the_write(monkeypatch, lose_lease)
+    try:
+        with pytest.raises(LeaseLostError):
+            await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    finally:
+        await admin.close()
+    assert len(await pg.get_history(act.run_id)) == 3
+
+
+async def test_a_step_that_closes_the_run_takes_locks_at_once(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing writes more than one statement holds (tasks, timers, waiting callers)."""
+    act, seen = await _activity_out(pg)
+    sent = _statements(monkeypatch)
+    step = await pg.complete_activity_and_task(act, "out", seen, _step(cmd.CompleteWorkflow(1)))
+    assert step.completion is not None and step.completion.accepted
+    assert not pg.retries and sent[0] == "BEGIN"  # no read without locks first
+    assert (await pg.describe(NS, "wf")).status == RunStatus.COMPLETED
+
+
+async def test_a_result_the_run_cannot_take_in_one_step_is_written_with_locks(
+    pg: PostgresStore,
+) -> None:
+    """A signal came first: the result is recorded alone and a workflow task queued, which
+    the one statement does not write; the read finds that out and the step takes locks."""
+    act, seen = await _activity_out(pg)
+    await pg.signal_workflow(NS, "wf", None, "nudge", [1])
+    step = await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    assert step.completion is None and pg.retries == {"needs locks": 1}
+    history = [e.type for e in await pg.get_history(act.run_id)]
+    assert history[3:] == [EventType.WORKFLOW_EXECUTION_SIGNALED, EventType.ACTIVITY_TASK_COMPLETED]
+
+
+async def test_a_connection_lost_during_a_steps_statement_is_an_ambiguous_commit(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one statement is the commit: when its connection drops, whether it applied is
+    unknown, so it is not run again."""
+    act, seen = await _activity_out(pg)
+    admin = await asyncpg.connect(pg_database)
+
+    async def drop(tx: Any) -> None:
+        await admin.execute("SELECT pg_terminate_backend($1)", tx.conn.conn.get_server_pid())
+        await asyncio.sleep(0.2)
+
+    _before_the_write(monkeypatch, drop)
+    try:
+        with pytest.raises(StoreError, match="may or may not have been applied"):
+            await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    finally:
+        await admin.close()
+    assert len(await pg.get_history(act.run_id)) == 3  # here, it had not
+
+
+def test_an_unlocked_operation_sends_only_its_armed_statement() -> None:
+    """Any other write is refused before it is sent: unsent, it can still run with locks."""
+    unlocked = Unlocked(lambda notes: ("duro", ""))
+    with pytest.raises(NeedsLocks):
+        unlocked.check_write()
+    unlocked.armed = True
+    unlocked.check_write()
+    with pytest.raises(RuntimeError):  # after the statement that committed, never
+        unlocked.check_write()

@@ -12,9 +12,12 @@ from typing import Any
 from duro import search_attributes
 from duro.commands import (
     ContinueAsNew,
+    RecordMarker,
     RequestCancelExternalWorkflow,
+    ScheduleActivity,
     SignalExternalWorkflow,
     StartChildWorkflow,
+    StartTimer,
 )
 from duro.converter import dumps, loads
 from duro.engine import activity as activity_rules
@@ -60,6 +63,7 @@ from duro.store.tx import (
     RUN_COLUMNS_E,
     WORKFLOW_TASK_LEASE,
     Claims,
+    NeedsLocks,
     Tx,
     admitted_count,
     apply_transition,
@@ -243,6 +247,8 @@ def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunReco
     operation takes them in (run, then the run's task rows); the other order deadlocks with
     a completion that deletes the run's tasks. SQLite, one writer, reads both with a join.
     """
+    if tx.unlocked is not None:
+        return _task_and_run_unlocked(tx, task_id, task_columns)
     if not tx.dialect.for_update:
         row = tx.conn.execute(
             f"SELECT {task_columns}, {RUN_COLUMNS_E} FROM tasks t "
@@ -273,6 +279,29 @@ def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunReco
     if not has_limits:
         tx.shared[(NO_ACTIVITY_LIMITS, run.namespace)] = True
     return (task, run) if found else None
+
+
+def _task_and_run_unlocked(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunRecord] | None:
+    """``_task_and_run`` without locks (``Tx.unlocked``): both rows' versions are kept for the
+    one statement that writes the step. A namespace with activity flow limits needs locks."""
+    unlocked = tx.unlocked
+    assert unlocked is not None
+    row = tx.conn.execute(
+        f"SELECT {task_columns}, t.xmin, {RUN_COLUMNS_E}, e.xmin, "
+        "EXISTS (SELECT 1 FROM flow_limits f WHERE f.namespace = e.namespace "
+        "AND f.scope IN ('activity_type', 'task_queue')) "
+        "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[-1]:
+        raise NeedsLocks()
+    width = len(task_columns.split(","))
+    run = run_from_row(row[width + 1 : -2])
+    tx.shared[(NO_ACTIVITY_LIMITS, run.namespace)] = True
+    unlocked.task_id, unlocked.task_version, unlocked.run_version = task_id, row[width], row[-2]
+    return row[:width], run
 
 
 def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:
@@ -321,6 +350,8 @@ def _complete_task(
     if woken_by is not None:
         t.append[:0] = woken_by.append
         t.delete_activities[:0] = woken_by.delete_activities
+    if tx.unlocked is not None and _build_change(run, completion) is not None:
+        raise NeedsLocks()
     claims = Claims(
         worker_id=completion.worker_id,
         activity_queue=completion.eager_activity_queue,
@@ -394,14 +425,25 @@ def _deliver_external(
     )
 
 
-def _record_build(tx: Tx, run: RunRecord, completion: WorkflowTaskCompletion) -> None:
-    """Remember which builds advanced the run, and pin a pinned workflow to its first build."""
+def _build_change(
+    run: RunRecord, completion: WorkflowTaskCompletion
+) -> tuple[list[str], bool] | None:
+    """The run's build ids after this task and whether it pins them, if either changes."""
     build = completion.build_id
     new_build = bool(build) and build not in run.build_ids
     pin = completion.pin and run.pinned_build_id is None
     if not new_build and not pin:
+        return None
+    return ([*run.build_ids, build] if new_build else run.build_ids), pin
+
+
+def _record_build(tx: Tx, run: RunRecord, completion: WorkflowTaskCompletion) -> None:
+    """Remember which builds advanced the run, and pin a pinned workflow to its first build."""
+    change = _build_change(run, completion)
+    if change is None:
         return
-    builds = [*run.build_ids, build] if new_build else run.build_ids
+    builds, pin = change
+    build = completion.build_id
     tx.conn.execute(
         "UPDATE executions SET build_ids = ?, pinned_build_id = COALESCE(pinned_build_id, ?) "
         "WHERE run_id = ?",
@@ -551,6 +593,18 @@ def complete_activity_and_task(
     done = _complete_task(tx, run, completion, woken_by=t)
     _wake_limited_pollers(tx, run.namespace)
     return ActivityStep(completion=done)
+
+
+_ONE_STATEMENT_COMMANDS = (ScheduleActivity, StartTimer, RecordMarker)
+
+
+def may_fit_one_statement(completion: WorkflowTaskCompletion) -> bool:
+    """Whether a fused step with this completion may write as one statement (``Unlocked``).
+
+    A step that closes the run or reaches other runs never does: the store takes locks at once
+    instead of reading twice.
+    """
+    return all(isinstance(c, _ONE_STATEMENT_COMMANDS) for c in completion.commands)
 
 
 def activity_outcome_by_token(tx: Tx, task_id: int, lease_id: str, ok: bool, value: Any) -> None:

@@ -2,12 +2,16 @@
 
 Each operation (the same ``ops.py`` functions SQLite runs) runs in a transaction of its own on
 a pooled asyncpg connection, through ``bridge.run_op``; read-only ones run without one (under
-READ COMMITTED each statement reads its own snapshot either way). Writers coordinate with row
-locks: an operation locks a run's row as it reads it (``SELECT … FOR UPDATE``), and polls take
-tasks with ``FOR UPDATE SKIP LOCKED``, so a task goes to one worker and a run changes one
-transaction at a time; the ``next_event_id`` check stays as a second guard. Lock conflicts
-PostgreSQL resolves by aborting one side (deadlock, unique index race) are retried from the
-start.
+READ COMMITTED each statement reads its own snapshot either way). So does a workflow step whose
+writes fit one statement (``tx.Unlocked``): it reads without locks, then writes everything in
+one statement that applies only if the rows it read are unchanged, two round trips instead of
+five; a step that raced another writer, or needs more, runs again with locks.
+
+Writers coordinate with row locks: an operation locks a run's row as it reads it
+(``SELECT … FOR UPDATE``), and polls take tasks with ``FOR UPDATE SKIP LOCKED``, so a task goes
+to one worker and a run changes one transaction at a time; the ``next_event_id`` check stays
+as a second guard. Lock conflicts PostgreSQL resolves by aborting one side (deadlock, unique
+index race) are retried from the start.
 
 Wake-ups: every transaction that makes work ready sends ``NOTIFY duro`` with its topics; each
 store LISTENs on one dedicated connection and wakes its local waiters, so a worker idle on
@@ -40,12 +44,12 @@ from typing import Any, TypeVar
 import asyncpg
 
 from duro.errors import ConcurrencyConflictError, DuroError, StoreError
-from duro.store import migrate
+from duro.store import migrate, ops
 from duro.store.bridge import await_, run_op
 from duro.store.facade import SqlStore
 from duro.store.notify import Notifier
 from duro.store.sql import POSTGRES, Dialect
-from duro.store.tx import Tx
+from duro.store.tx import NeedsLocks, Tx, Unlocked
 from duro.store.urls import is_postgres_url, redact
 
 __all__ = ["PostgresStore"]
@@ -77,6 +81,11 @@ _CONNECTION_LOST = (
     asyncio.TimeoutError,
 )
 _LIVENESS_OPS = frozenset({"heartbeat_worker"})
+_UNLOCKED_OPS: dict[str, Callable[[tuple[Any, ...]], bool]] = {
+    "complete_activity_and_task": lambda args: ops.may_fit_one_statement(args[3]),
+}
+"""Operations tried first without a transaction, their writes as one statement (``Unlocked``),
+when their arguments allow it."""
 _CONFLICTS_FOR = 10.0
 """Seconds an operation keeps retrying after conflicts (a run held by another transaction)."""
 _RECONNECT_FOR = 60.0
@@ -90,11 +99,13 @@ statement, a measurable cost on every step)."""
 
 _PLACEHOLDER = re.compile(r"'[^']*'|\?")
 _WRITE_AFTER_WITH = re.compile(r"\)\s*(INSERT|UPDATE|DELETE)\b")
-_translated: dict[str, tuple[str, bool]] = {}
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
+_translated: dict[str, tuple[str, bool, bool]] = {}
 
 
-def _translate(sql: str) -> tuple[str, bool]:
-    """``?`` placeholders to ``$1…``, and whether the statement returns rows (cached)."""
+def _translate(sql: str) -> tuple[str, bool, bool]:
+    """``?`` placeholders to ``$1…``, whether the statement returns rows, and whether it may
+    write or lock (cached)."""
     hit = _translated.get(sql)
     if hit is None:
         n = 0
@@ -114,7 +125,7 @@ def _translate(sql: str) -> tuple[str, bool]:
             or (upper.startswith("WITH") and not _WRITE_AFTER_WITH.search(upper))
             or " RETURNING " in upper + " "
         )
-        hit = _translated[sql] = (text, returns_rows)
+        hit = _translated[sql] = (text, returns_rows, bool(_WRITES.search(upper)))
     return hit
 
 
@@ -135,13 +146,17 @@ class _Cursor:
 class _Connection:
     """The DB-API-shaped face of an asyncpg connection that operations see (``sql.Connection``)."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "unlocked")
 
-    def __init__(self, conn: _AnyConnection) -> None:
+    def __init__(self, conn: _AnyConnection, unlocked: Unlocked | None = None) -> None:
         self.conn = conn
+        self.unlocked = unlocked
+        """Set when the operation runs without a transaction: its only write is its last."""
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
-        text, returns_rows = _translate(sql)
+        text, returns_rows, writes = _translate(sql)
+        if writes and self.unlocked is not None:
+            self.unlocked.check_write()
         if returns_rows:
             rows = await_(self.conn.fetch(text, *parameters))
             return _Cursor(rows, len(rows))
@@ -151,6 +166,8 @@ class _Connection:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         rows = [tuple(p) for p in parameters]
+        if self.unlocked is not None:
+            self.unlocked.check_write()
         if rows:
             await_(self.conn.executemany(_translate(sql)[0], rows))
 
@@ -275,16 +292,25 @@ class PostgresStore(SqlStore):
         conflict_deadline = time.monotonic() + _CONFLICTS_FOR
         deadline = time.monotonic() + _RECONNECT_FOR
         delay = 0.01
+        # First without a transaction when the operation can write as one statement; any retry
+        # (it needed locks, or another writer came first) takes the locks.
+        fits = _UNLOCKED_OPS.get(fn.__name__)
+        unlocked = fits is not None and fits(args)
         while True:
             try:
-                result, notes = await self._attempt(fn, args, readonly)
+                result, notes = await self._attempt(fn, args, readonly, unlocked)
             except _AmbiguousCommit as e:
                 raise StoreError(
                     f"the connection to PostgreSQL was lost while committing {fn.__name__}: "
                     "the change may or may not have been applied"
                 ) from e.__cause__
+            except NeedsLocks:
+                self.retries["needs locks"] += 1
+                unlocked = False
+                continue
             except _RETRYABLE as e:
                 self.retries[type(e).__name__] += 1
+                unlocked = False
                 conflicts += 1
                 if time.monotonic() > conflict_deadline:
                     raise _as_store_error(e) from e
@@ -292,6 +318,7 @@ class PostgresStore(SqlStore):
                 continue
             except _CONNECTION_LOST as e:
                 self.retries["connection lost"] += 1
+                unlocked = False
                 if self._closed or time.monotonic() > deadline:
                     raise StoreError(f"PostgreSQL unreachable: {type(e).__name__}: {e}") from e
                 log.log(
@@ -315,26 +342,42 @@ class PostgresStore(SqlStore):
             return result
 
     async def _attempt(
-        self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool
+        self, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, unlocked: bool
     ) -> tuple[T, set[Hashable]]:
         pool = self._liveness_pool if fn.__name__ in _LIVENESS_OPS else self._pool
         assert pool is not None
         conn = await pool.acquire()
-        committed = False
+        # Set once the commit may have happened: a failure after it must not look like the
+        # operation's own (it would be run a second time).
+        sent_commit = False
+        one = Unlocked(self._notification) if unlocked else None
         try:
-            tx = Tx(_Connection(conn), self.now(), dialect=_READ_ONLY if readonly else POSTGRES)
+            tx = Tx(
+                _Connection(conn, one),
+                self.now(),
+                dialect=_READ_ONLY if readonly else POSTGRES,
+                unlocked=one,
+            )
             try:
                 async with asyncio.timeout(_ATTEMPT_TIMEOUT):
-                    if readonly:
+                    if readonly or one is not None:
                         # No transaction: under READ COMMITTED each statement reads its own
                         # snapshot inside one as well, so BEGIN and COMMIT would only cost two
-                        # round trips.
-                        return await run_op(fn, tx, *args), tx.notes
-                    await conn.execute("BEGIN")
-                    result = await run_op(fn, tx, *args)
+                        # round trips. An unlocked operation's one write commits on its own.
+                        result = await run_op(fn, tx, *args)
+                    else:
+                        await conn.execute("BEGIN")
+                        result = await run_op(fn, tx, *args)
             except BaseException as e:
-                if isinstance(e, asyncpg.PostgresError | DuroError) and not conn.is_closed():
-                    if not readonly:  # a read opened no transaction
+                if one is not None and one.written and isinstance(e, _CONNECTION_LOST):
+                    sent_commit = True  # the one statement was the commit: its outcome unknown
+                    with contextlib.suppress(Exception):  # (asyncpg may have detached it)
+                        conn.terminate()
+                    raise _AmbiguousCommit() from e
+                if isinstance(e, asyncpg.PostgresError | DuroError | NeedsLocks) and (
+                    not conn.is_closed()
+                ):
+                    if not readonly and one is None:  # else no transaction is open
                         with contextlib.suppress(Exception):
                             await conn.execute("ROLLBACK")
                 else:
@@ -342,11 +385,22 @@ class PostgresStore(SqlStore):
                     # state is unknown, so it is dropped (the pool opens a new one), never reused.
                     conn.terminate()
                 raise
+            if readonly:
+                return result, tx.notes
+            if one is not None:
+                sent_commit = one.written
+                if sent_commit and tx.notes - one.notified:
+                    with contextlib.suppress(Exception):  # only a wake-up; the step is committed
+                        await conn.execute(
+                            self._notify_statement(tx.notes - one.notified),
+                            timeout=_ATTEMPT_TIMEOUT,
+                        )
+                return result, tx.notes
+            sent_commit = True
             try:
                 await conn.execute(self._commit_statement(tx.notes), timeout=_ATTEMPT_TIMEOUT)
             except _CONNECTION_LOST as e:
                 raise _AmbiguousCommit() from e
-            committed = True
             return result, tx.notes
         finally:
             try:
@@ -355,19 +409,26 @@ class PostgresStore(SqlStore):
                 # The pool resets a connection it takes back; if that fails (the connection
                 # dropped just now) the pool discards it. After a COMMIT that error must not
                 # look like the operation's: it would be run a second time.
-                if not committed:
+                if not sent_commit:
                     raise
+
+    def _notification(self, notes: set[Hashable]) -> tuple[str, str]:
+        """``pg_notify``'s channel and payload that wake other processes' waiters for ``notes``."""
+        payload = json.dumps({"p": self._token, "t": _encode_topics(notes)})
+        if len(payload) >= 7900:  # too many topics for one notification: everyone re-polls
+            payload = "*"
+        return _CHANNEL, payload
+
+    def _notify_statement(self, notes: set[Hashable]) -> str:
+        # Dollar quoting: no escaping rules (standard_conforming_strings or not) apply inside.
+        tag = f"$n{self._token}$"
+        return f"SELECT pg_notify('{_CHANNEL}', {tag}{self._notification(notes)[1]}{tag})"
 
     def _commit_statement(self, notes: set[Hashable]) -> str:
         """COMMIT, preceded by the NOTIFY that wakes other processes' waiters for ``notes``."""
         if not notes:
             return "COMMIT"
-        payload = json.dumps({"p": self._token, "t": _encode_topics(notes)})
-        if len(payload) >= 7900:  # too many topics for one notification: everyone re-polls
-            payload = "*"
-        # Dollar quoting: no escaping rules (standard_conforming_strings or not) apply inside.
-        tag = f"$n{self._token}$"
-        return f"SELECT pg_notify('{_CHANNEL}', {tag}{payload}{tag}); COMMIT"
+        return f"{self._notify_statement(notes)}; COMMIT"
 
     # -- wake-ups ------------------------------------------------------------------------------
 

@@ -70,6 +70,45 @@ def new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):x}"
 
 
+class NeedsLocks(Exception):
+    """An operation run without locks (``Tx.unlocked``) came to a write it cannot make as one
+    guarded statement. It has written nothing; the store runs it again the usual way."""
+
+
+@dataclass(slots=True)
+class Unlocked:
+    """An operation that reads without a transaction and commits its writes as one statement.
+
+    A workflow step on PostgreSQL in two round trips (read, write) instead of five (BEGIN,
+    lock, write, insert, COMMIT). The read keeps the versions (``xmin``) of the run's row and
+    of the finished activity's task row; the write locks both rows again by those versions (run,
+    then task, the usual order) and every part of it runs only if both are unchanged, so a step
+    that raced another writer changes nothing and is run again with locks. Only a step whose
+    writes fit the one statement runs this way (``fits_one_statement``); any other write is
+    refused before it is sent (``NeedsLocks``), by the connection itself.
+    """
+
+    notification: Callable[[set[Hashable]], tuple[str, str]]
+    """The store's wake-up for a set of topics: ``pg_notify``'s channel and payload."""
+    run_version: int = 0
+    task_id: int = 0
+    task_version: int = 0
+    armed: bool = False
+    """The next write is the operation's one statement."""
+    written: bool = False
+    notified: set[Hashable] = field(default_factory=set)
+    """Topics the statement sent its wake-up for; the store sends any added later."""
+
+    def check_write(self) -> None:
+        """Called by the connection before a write: only the armed statement may run."""
+        if self.written:
+            raise RuntimeError("a write after an unlocked operation's one statement")
+        if not self.armed:
+            raise NeedsLocks()
+        self.armed = False
+        self.written = True
+
+
 NO_ACTIVITY_LIMITS = "no_activity_limits"
 """``Tx.shared`` key (with a namespace): the namespace has no activity flow limits."""
 
@@ -90,6 +129,8 @@ class Tx:
     """Facts read once and shared by every operation batched into the transaction (SQLite's
     group commit runs many operations in one; PostgreSQL runs one). SQLite keeps them from one
     committed transaction to the next while no other process writes (``sqlite._Facts``)."""
+    unlocked: Unlocked | None = None
+    """Set while the operation runs without a transaction (see ``Unlocked``)."""
 
     def gate(self, namespace: str) -> FlowGate:
         """The namespace's flow limits, read once per operation."""
@@ -293,6 +334,8 @@ def apply_transition(
     Invariant: one UPDATE of the executions row, guarded by the next_event_id read in the same
     transaction, accompanies every append (optimistic concurrency for multi-writer stores).
     """
+    if tx.unlocked is not None and not fits_one_statement(run, t):
+        raise NeedsLocks()
     conn, now = tx.conn, tx.now
     events = list(t.append)
     flushed = False
@@ -365,6 +408,12 @@ def apply_transition(
             dumps(t.result),
             dumps(t.failure) if t.failure is not None else None,
         ]
+    if tx.unlocked is not None:
+        _write_unlocked(tx, run, t, claims, rows if events else [], (sets, params))
+        run.next_event_id = new_next
+        run.wt_state = wt_state
+        run.history_size += added_bytes
+        return new_next
     update = f"UPDATE executions SET {', '.join(sets)} WHERE run_id = ? AND next_event_id = ?"
     # PostgreSQL: the events, the finished activities' task rows and the run's update in one
     # statement, one round trip (the writes touch different rows, so their order is free).
@@ -767,33 +816,9 @@ def _schedule_activities(
     tx: Tx, run: RunRecord, specs: list[ActivitySpec], claims: Claims | None
 ) -> None:
     """Create activity tasks; up to ``claims.max_activities`` are leased to the caller at once."""
-    now = tx.now
-    eager = claims.max_activities if claims is not None and claims.activity_queue else 0
-    queues = set()
-    for a in specs:
-        claim = (
-            claims
-            if eager > 0
-            and claims is not None
-            and a.task_queue == claims.activity_queue
-            and tx.gate(run.namespace).allow(a.activity_type, a.task_queue)
-            else None
-        )
-        lease_id = owner = None
-        expires = started = None
-        if claim is not None:
-            eager -= 1
-            lease_id, owner, started = new_id(), claim.worker_id, now
-            expires = now + a.start_to_close_timeout
-            if a.schedule_to_close_timeout:
-                expires = min(expires, now + a.schedule_to_close_timeout)
-            if a.heartbeat_timeout:
-                expires = min(expires, now + a.heartbeat_timeout)
+    for a, lease in _plan_activities(tx, run, specs, claims):
         cur = tx.conn.execute(
-            "INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
-            "attempt, activity_type, args, retry_policy, start_to_close_timeout, "
-            "schedule_to_close_timeout, heartbeat_timeout, scheduled_time, lease_id, "
-            "lease_owner, lease_expires, started_time, schedule_to_start_timeout, priority) "
+            f"INSERT INTO tasks ({_ACTIVITY_TASK_COLUMNS}) "
             "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "RETURNING task_id",
             (
@@ -801,49 +826,221 @@ def _schedule_activities(
                 a.task_queue,
                 run.run_id,
                 a.seq,
-                now,
+                tx.now,
                 a.activity_type,
                 dumps(a.args),
                 dumps(a.retry_policy),
                 a.start_to_close_timeout,
                 a.schedule_to_close_timeout,
                 a.heartbeat_timeout,
-                now,
-                lease_id,
-                owner,
-                expires,
-                started,
+                tx.now,
+                lease.lease_id if lease else None,
+                lease.owner if lease else None,
+                lease.expires if lease else None,
+                tx.now if lease else None,
                 a.schedule_to_start_timeout,
                 a.priority,
             ),
         )
-        task_id = cur.fetchone()[0]
-        if claim is None or lease_id is None:
-            queues.add(a.task_queue)
+        if lease is not None and claims is not None:
+            claims.activity_leases.append(_activity_lease(tx, run, a, cur.fetchone()[0], lease))
+
+
+_ACTIVITY_TASK_COLUMNS = (
+    "kind, namespace, task_queue, run_id, seq, visible_at, attempt, activity_type, args, "
+    "retry_policy, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout, "
+    "scheduled_time, lease_id, lease_owner, lease_expires, started_time, "
+    "schedule_to_start_timeout, priority"
+)
+
+
+@dataclass(slots=True)
+class _Lease:
+    lease_id: str
+    owner: str
+    expires: float
+
+
+def _plan_activities(
+    tx: Tx, run: RunRecord, specs: list[ActivitySpec], claims: Claims | None
+) -> list[tuple[ActivitySpec, _Lease | None]]:
+    """Each new activity task with its lease if the caller claims it (else its queue is woken)."""
+    now = tx.now
+    eager = claims.max_activities if claims is not None and claims.activity_queue else 0
+    planned: list[tuple[ActivitySpec, _Lease | None]] = []
+    for a in specs:
+        if not (
+            eager > 0
+            and claims is not None
+            and a.task_queue == claims.activity_queue
+            and tx.gate(run.namespace).allow(a.activity_type, a.task_queue)
+        ):
+            tx.notes.add(("activity", run.namespace, a.task_queue))
+            planned.append((a, None))
             continue
-        claim.activity_leases.append(
-            ActivityTaskLease(
-                task_id=task_id,
-                lease_id=lease_id,
-                namespace=run.namespace,
-                workflow_id=run.workflow_id,
-                run_id=run.run_id,
-                workflow_type=run.workflow_type,
-                seq=a.seq,
-                activity_type=a.activity_type,
-                task_queue=a.task_queue,
-                args=a.args,
-                attempt=1,
-                scheduled_time=now,
-                started_time=now,
-                start_to_close_timeout=a.start_to_close_timeout,
-                heartbeat_timeout=a.heartbeat_timeout,
-                heartbeat_details=None,
-                retry_policy=a.retry_policy,
-            )
+        eager -= 1
+        expires = now + a.start_to_close_timeout
+        if a.schedule_to_close_timeout:
+            expires = min(expires, now + a.schedule_to_close_timeout)
+        if a.heartbeat_timeout:
+            expires = min(expires, now + a.heartbeat_timeout)
+        planned.append((a, _Lease(new_id(), claims.worker_id, expires)))
+    return planned
+
+
+def _activity_lease(
+    tx: Tx, run: RunRecord, a: ActivitySpec, task_id: int, lease: _Lease
+) -> ActivityTaskLease:
+    return ActivityTaskLease(
+        task_id=task_id,
+        lease_id=lease.lease_id,
+        namespace=run.namespace,
+        workflow_id=run.workflow_id,
+        run_id=run.run_id,
+        workflow_type=run.workflow_type,
+        seq=a.seq,
+        activity_type=a.activity_type,
+        task_queue=a.task_queue,
+        args=a.args,
+        attempt=1,
+        scheduled_time=tx.now,
+        started_time=tx.now,
+        start_to_close_timeout=a.start_to_close_timeout,
+        heartbeat_timeout=a.heartbeat_timeout,
+        heartbeat_details=None,
+        retry_policy=a.retry_policy,
+    )
+
+
+def fits_one_statement(run: RunRecord, t: Transition) -> bool:
+    """Whether ``t``'s writes fit the unlocked step's one statement (``Unlocked``): events, the
+    finished activities' task rows, new activity tasks and timers, and the run's row."""
+    return (
+        run.wt_state == WorkflowTaskState.IDLE
+        and t.wt_state != WorkflowTaskState.SCHEDULED
+        and t.close is None
+        and not (t.flush_buffer and run.has_buffered)
+        and not t.buffer
+        and not t.search_attributes
+        and not t.memo
+        and not t.completed_updates
+        and t.retry_activity is None
+        and not t.cancel_timers
+        and t.delete_timer is None
+        and not t.external_requests
+        and not t.start_children
+    )
+
+
+def _write_unlocked(
+    tx: Tx,
+    run: RunRecord,
+    t: Transition,
+    claims: Claims | None,
+    rows: list[tuple[Any, ...]],
+    update: tuple[list[str], list[Any]],
+) -> None:
+    """Write a step that ``fits_one_statement`` as one statement, committed on its own.
+
+    ``r`` and ``k`` lock the run's row and the finished task's row, each only if it is still
+    the version the operation read; the run's update ``u`` runs only if both did, and every
+    other write only if ``u`` did, so the statement writes all or nothing. Its wake-up
+    (``pg_notify``) goes out only if it wrote.
+    """
+    unlocked = tx.unlocked
+    assert unlocked is not None
+    now = tx.now
+    ctes = [
+        "r AS MATERIALIZED (SELECT 1 FROM executions WHERE run_id = ? AND xmin = ?::xid "
+        "FOR UPDATE)",
+        "k AS MATERIALIZED (SELECT 1 FROM tasks WHERE task_id = ? AND xmin = ?::xid "
+        "AND EXISTS (SELECT 1 FROM r) FOR UPDATE)",
+    ]
+    sets, set_params = update
+    ctes.append(
+        f"u AS (UPDATE executions SET {', '.join(sets)} "
+        "WHERE run_id = ? AND next_event_id = ? AND EXISTS (SELECT 1 FROM k) RETURNING 1)"
+    )
+    params: list[Any] = [run.run_id, unlocked.run_version, unlocked.task_id, unlocked.task_version]
+    params += [*set_params, run.run_id, run.next_event_id]
+    guard = "EXISTS (SELECT 1 FROM u)"  # every other write: only with the run's update
+    if rows:
+        ctes.append(
+            "h AS (INSERT INTO history (run_id, event_id, type, time, attrs) "
+            "SELECT ?, ? + e.i - 1, e.type, ?, e.attrs "
+            "FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS e(type, attrs, i) "
+            f"WHERE {guard})"
         )
-    for q in queues:
-        tx.notes.add(("activity", run.namespace, q))
+        params += [run.run_id, run.next_event_id, now, [r[2] for r in rows], [r[4] for r in rows]]
+    if t.delete_activities:
+        ctes.append(
+            "d AS (DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' "
+            f"AND seq = ANY(?::bigint[]) AND {guard})"
+        )
+        params += [run.run_id, list(t.delete_activities)]
+    planned = _plan_activities(tx, run, t.schedule_activities, claims)
+    if planned:
+        ctes.append(
+            f"a AS (INSERT INTO tasks ({_ACTIVITY_TASK_COLUMNS}) "
+            "SELECT 'activity', ?, a.q, ?, a.seq, ?, 1, a.type, a.args, a.retry, a.stc, a.s2c, "
+            "a.hb, ?, a.lease, a.owner, a.expires, a.started, a.s2s, a.prio "
+            "FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], "
+            "?::float8[], ?::float8[], ?::float8[], ?::text[], ?::text[], ?::float8[], "
+            "?::float8[], ?::float8[], ?::bigint[]) "
+            "AS a(q, seq, type, args, retry, stc, s2c, hb, lease, owner, expires, started, "
+            f"s2s, prio) WHERE {guard} RETURNING seq, task_id)"
+        )
+        params += [run.namespace, run.run_id, now, now]
+        params += [
+            list(column)
+            for column in zip(
+                *(
+                    (
+                        a.task_queue,
+                        a.seq,
+                        a.activity_type,
+                        dumps(a.args),
+                        dumps(a.retry_policy),
+                        a.start_to_close_timeout,
+                        a.schedule_to_close_timeout,
+                        a.heartbeat_timeout,
+                        lease.lease_id if lease else None,
+                        lease.owner if lease else None,
+                        lease.expires if lease else None,
+                        now if lease else None,
+                        a.schedule_to_start_timeout,
+                        a.priority,
+                    )
+                    for a, lease in planned
+                ),
+                strict=True,
+            )
+        ]
+    if t.start_timers:
+        ctes.append(
+            "ti AS (INSERT INTO timers (run_id, seq, fire_at) SELECT ?, x.seq, x.fire_at "
+            f"FROM unnest(?::bigint[], ?::float8[]) AS x(seq, fire_at) WHERE {guard})"
+        )
+        params += [run.run_id, [s for s, _ in t.start_timers], [at for _, at in t.start_timers]]
+        tx.notes.add("timer")
+    select = ["(SELECT count(*) FROM u)"]
+    if planned:
+        select.append("(SELECT array_agg(ARRAY[seq, task_id]) FROM a)")
+    if tx.notes:
+        select.append("(SELECT pg_notify(?, ?) FROM u)")
+        params += unlocked.notification(tx.notes)
+        unlocked.notified = set(tx.notes)
+    unlocked.armed = True
+    row = tx.conn.execute(f"WITH {', '.join(ctes)} SELECT {', '.join(select)}", params).fetchone()
+    if row[0] != 1:
+        raise ConcurrencyConflictError(run.run_id, run.next_event_id)
+    if planned and claims is not None:
+        task_ids = {seq: task_id for seq, task_id in row[1]}
+        claims.activity_leases += [
+            _activity_lease(tx, run, a, task_ids[a.seq], lease)
+            for a, lease in planned
+            if lease is not None
+        ]
 
 
 def _events_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
