@@ -361,3 +361,48 @@ def test_an_unlocked_operation_sends_only_its_armed_statement() -> None:
     unlocked.check_write()
     with pytest.raises(RuntimeError):  # after the statement that committed, never
         unlocked.check_write()
+
+
+async def test_a_workflow_task_completion_is_one_read_and_one_statement(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    sent = _statements(monkeypatch)
+    done = await complete(pg, lease, activity(1, "q"), cmd.StartTimer(2, 60.0))
+    assert done.accepted and len(sent) == 2 and not pg.retries, sent
+    history = [e.type for e in await pg.get_history(lease.run_id)]
+    assert history[1:] == [
+        EventType.WORKFLOW_TASK_COMPLETED,
+        EventType.ACTIVITY_TASK_SCHEDULED,
+        EventType.TIMER_STARTED,
+    ]
+    assert await pg.poll_workflow_tasks(NS, "q", "w2", 10) == []  # its row is gone
+    assert await pg.next_timer_time() is not None
+    [act] = await pg.poll_activity_tasks(NS, "q", "w2", 10)
+    assert act.seq == 1
+
+
+async def test_a_workflow_task_completion_racing_a_signal_is_written_with_locks(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal arrives between the completion's read and its write: the statement writes
+    nothing; with locks the signal, buffered while the task ran, follows the task's events and
+    schedules the next task."""
+    await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+
+    async def signal(_tx: Any) -> None:
+        await pg.signal_workflow(NS, "wf", None, "nudge", [1])
+
+    _before_the_write(monkeypatch, signal)
+    done = await complete(pg, lease, activity(1, "q"))
+    assert done.accepted and pg.retries == {"ConcurrencyConflictError": 1}
+    history = [e.type for e in await pg.get_history(lease.run_id)]
+    assert history[1:] == [
+        EventType.WORKFLOW_TASK_COMPLETED,
+        EventType.ACTIVITY_TASK_SCHEDULED,
+        EventType.WORKFLOW_EXECUTION_SIGNALED,  # flushed after the task's events
+    ]
+    [again] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)  # so the code sees it
+    assert again.history[-1].type == EventType.WORKFLOW_EXECUTION_SIGNALED

@@ -287,7 +287,7 @@ def _task_and_run_unlocked(tx: Tx, task_id: int, task_columns: str) -> tuple[Any
     unlocked = tx.unlocked
     assert unlocked is not None
     row = tx.conn.execute(
-        f"SELECT {task_columns}, t.xmin, {RUN_COLUMNS_E}, e.xmin, "
+        f"SELECT {task_columns}, t.kind, t.xmin, {RUN_COLUMNS_E}, e.xmin, "
         "EXISTS (SELECT 1 FROM flow_limits f WHERE f.namespace = e.namespace "
         "AND f.scope IN ('activity_type', 'task_queue')) "
         "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
@@ -298,9 +298,14 @@ def _task_and_run_unlocked(tx: Tx, task_id: int, task_columns: str) -> tuple[Any
     if row[-1]:
         raise NeedsLocks()
     width = len(task_columns.split(","))
-    run = run_from_row(row[width + 1 : -2])
+    run = run_from_row(row[width + 2 : -2])
     tx.shared[(NO_ACTIVITY_LIMITS, run.namespace)] = True
-    unlocked.task_id, unlocked.task_version, unlocked.run_version = task_id, row[width], row[-2]
+    unlocked.task_id, unlocked.task_kind, unlocked.task_version = (
+        task_id,
+        row[width],
+        row[width + 1],
+    )
+    unlocked.run_version = row[-2]
     return row[:width], run
 
 
@@ -599,7 +604,7 @@ _ONE_STATEMENT_COMMANDS = (ScheduleActivity, StartTimer, RecordMarker)
 
 
 def may_fit_one_statement(completion: WorkflowTaskCompletion) -> bool:
-    """Whether a fused step with this completion may write as one statement (``Unlocked``).
+    """Whether a step with this completion may write as one statement (``Unlocked``).
 
     A step that closes the run or reaches other runs never does: the store takes locks at once
     instead of reading twice.

@@ -93,6 +93,8 @@ class Unlocked:
     run_version: int = 0
     task_id: int = 0
     task_version: int = 0
+    task_kind: str = ""
+    """``activity`` (a result) or ``workflow`` (a workflow task's completion)."""
     armed: bool = False
     """The next write is the operation's one statement."""
     written: bool = False
@@ -334,7 +336,7 @@ def apply_transition(
     Invariant: one UPDATE of the executions row, guarded by the next_event_id read in the same
     transaction, accompanies every append (optimistic concurrency for multi-writer stores).
     """
-    if tx.unlocked is not None and not fits_one_statement(run, t):
+    if tx.unlocked is not None and not fits_one_statement(run, t, tx.unlocked):
         raise NeedsLocks()
     conn, now = tx.conn, tx.now
     events = list(t.append)
@@ -912,11 +914,13 @@ def _activity_lease(
     )
 
 
-def fits_one_statement(run: RunRecord, t: Transition) -> bool:
+def fits_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> bool:
     """Whether ``t``'s writes fit the unlocked step's one statement (``Unlocked``): events, the
-    finished activities' task rows, new activity tasks and timers, and the run's row."""
+    finished activities' task rows or the completed workflow task's, new activity tasks and
+    timers, and the run's row."""
+    ends_workflow_task = unlocked.task_kind == "workflow" and t.wt_state == WorkflowTaskState.IDLE
     return (
-        run.wt_state == WorkflowTaskState.IDLE
+        (run.wt_state == WorkflowTaskState.IDLE or ends_workflow_task)
         and t.wt_state != WorkflowTaskState.SCHEDULED
         and t.close is None
         and not (t.flush_buffer and run.has_buffered)
@@ -978,6 +982,9 @@ def _write_unlocked(
             f"AND seq = ANY(?::bigint[]) AND {guard})"
         )
         params += [run.run_id, list(t.delete_activities)]
+    if unlocked.task_kind == "workflow":  # the completed workflow task's row
+        ctes.append(f"dw AS (DELETE FROM tasks WHERE task_id = ? AND {guard})")
+        params.append(unlocked.task_id)
     planned = _plan_activities(tx, run, t.schedule_activities, claims)
     if planned:
         ctes.append(
