@@ -661,7 +661,7 @@ def _instrument_store(stats: _TxStats, thread_prof: cProfile.Profile) -> Callabl
         return lambda: None
     main = threading.main_thread()
 
-    def execute_batch(store: Any, conn: sqlite3.Connection, batch: list[Any]) -> Any:
+    def execute_batch(store: Any, conn: sqlite3.Connection, batch: list[Any], *rest: Any) -> Any:
         in_thread = threading.current_thread() is not main
         t0 = time.perf_counter()
         if in_thread:  # the main profiler does not see other threads (before Python 3.12)
@@ -669,7 +669,7 @@ def _instrument_store(stats: _TxStats, thread_prof: cProfile.Profile) -> Callabl
             with contextlib.suppress(ValueError):
                 thread_prof.enable()
         try:
-            return original(store, conn, batch)
+            return original(store, conn, batch, *rest)
         finally:
             if in_thread:
                 thread_prof.disable()

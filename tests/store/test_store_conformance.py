@@ -14,7 +14,7 @@ import pytest
 from duro import commands as cmd
 from duro.converter import dumps
 from duro.engine.start import StartRequest
-from duro.errors import LeaseLostError, SchemaError, WorkflowNotFoundError
+from duro.errors import LeaseLostError, SchemaError, StoreError, WorkflowNotFoundError
 from duro.history import EventType, RunStatus
 from duro.retry import RetryPolicy
 from duro.store import schema_status
@@ -614,3 +614,26 @@ async def test_a_flow_limit_set_by_another_process_binds_at_once(
         assert await schedule_two("b") == [1]
     finally:
         await other.close()
+
+
+async def test_a_sqlite_batch_that_fails_outside_its_operations_fails_its_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug around the operations (not in one) must reach the callers, not leave them waiting."""
+    from duro.store import sqlite as sqlite_store
+
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.start()
+    try:
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("broken batch")
+
+        monkeypatch.setattr(sqlite_store, "_execute_batch", broken)
+        with pytest.raises(StoreError, match="broken batch"):
+            await asyncio.wait_for(store.start_workflow(StartRequest(NS, "wf", "Agent", Q, [])), 5)
+        monkeypatch.undo()
+        await store.start_workflow(StartRequest(NS, "wf", "Agent", Q, []))  # nothing was lost
+        assert (await store.describe(NS, "wf")).status == RunStatus.RUNNING
+    finally:
+        await store.close()

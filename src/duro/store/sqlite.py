@@ -229,7 +229,11 @@ class _LoopRunner:
         self.pending = []
         if not batch:
             return
-        done = _execute_batch(self.store, self.conn, batch, self.facts)
+        try:
+            done = _execute_batch(self.store, self.conn, batch, self.facts)
+        except Exception as e:  # a bug outside the operations: fail the callers, never hang them
+            self.store._deliver(_all_failed(batch, e), set())
+            return
         if done is None:  # locked by another process: retry soon, without blocking the loop
             self.pending = batch + self.pending
             self.busy_retries += 1
