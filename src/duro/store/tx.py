@@ -81,9 +81,10 @@ class Unlocked:
 
     A workflow step on PostgreSQL in two round trips (read, write) instead of five (BEGIN,
     lock, write, insert, COMMIT). The read keeps the versions (``xmin``) of the run's row and
-    of the finished activity's task row; the write locks both rows again by those versions (run,
-    then task, the usual order) and every part of it runs only if both are unchanged, so a step
-    that raced another writer changes nothing and is run again with locks. Only a step whose
+    of the task row the operation completes (an activity's, or the workflow task's); the write
+    locks both rows again by those versions (run, then task, the usual order) and every part of
+    it runs only if both are unchanged, so a step that raced another writer changes nothing and
+    is run again with locks. Only a step whose
     writes fit the one statement runs this way (``fits_one_statement``); any other write is
     refused before it is sent (``NeedsLocks``), by the connection itself.
     """
