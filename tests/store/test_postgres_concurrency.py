@@ -406,3 +406,53 @@ async def test_a_workflow_task_completion_racing_a_signal_is_written_with_locks(
     ]
     [again] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)  # so the code sees it
     assert again.history[-1].type == EventType.WORKFLOW_EXECUTION_SIGNALED
+
+
+async def test_a_step_whose_run_another_transaction_holds_takes_the_locked_path_at_once(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one statement does not wait for a row lock (it could wait past its timeout, and
+    then its outcome would look unknown): it fails at once and the locked path waits."""
+    act, seen = await _activity_out(pg)
+    admin = await asyncpg.connect(pg_database)
+    holder = admin.transaction()
+
+    async def hold_the_run(_tx: Any) -> None:
+        await holder.start()
+        await admin.execute("SELECT 1 FROM executions WHERE run_id = $1 FOR UPDATE", act.run_id)
+
+        async def release() -> None:
+            await asyncio.sleep(0.2)
+            await holder.commit()
+
+        asyncio.get_running_loop().create_task(release())
+
+    _before_the_write(monkeypatch, hold_the_run)
+    try:
+        step = await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    finally:
+        await admin.close()
+    assert step.completion is not None and step.completion.accepted
+    assert pg.retries == {"LockNotAvailableError": 1}
+    history = [e.type for e in await pg.get_history(act.run_id)]
+    assert history.count(EventType.ACTIVITY_TASK_COMPLETED) == 1
+
+
+async def test_code_failing_after_a_steps_statement_is_an_ambiguous_commit_not_a_retry(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act, seen = await _activity_out(pg)
+
+    def broken(*args: Any) -> None:
+        raise KeyError("after the commit")
+
+    monkeypatch.setattr(tx_module, "_activity_lease", broken)
+    with pytest.raises(StoreError, match="may or may not have been applied"):
+        await pg.complete_activity_and_task(act, "out", seen, _step(activity(2, "q")))
+    assert not pg.retries  # not run a second time
+    history = [e.type for e in await pg.get_history(act.run_id)]
+    assert history[3:] == [  # here it had applied, once
+        EventType.ACTIVITY_TASK_COMPLETED,
+        EventType.WORKFLOW_TASK_COMPLETED,
+        EventType.ACTIVITY_TASK_SCHEDULED,
+    ]

@@ -80,6 +80,10 @@ _CONNECTION_LOST = (
     OSError,
     asyncio.TimeoutError,
 )
+_NOT_COMMITTED = (asyncpg.PostgresError, ConcurrencyConflictError, asyncio.CancelledError)
+"""What an unlocked operation's one statement ends with when it did not apply: the server
+refused it (it rolled back), or its guard found the rows changed (it wrote nothing); a
+cancellation propagates as such, as during a ``COMMIT``."""
 _LIVENESS_OPS = frozenset({"heartbeat_worker"})
 _UNLOCKED_OPS: dict[str, Callable[[tuple[Any, ...]], bool]] = {
     "complete_activity_and_task": lambda args: ops.may_fit_one_statement(args[3]),
@@ -100,7 +104,7 @@ statement, a measurable cost on every step)."""
 
 _PLACEHOLDER = re.compile(r"'[^']*'|\?")
 _WRITE_AFTER_WITH = re.compile(r"\)\s*(INSERT|UPDATE|DELETE)\b")
-_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE|ROLLBACK)\b")
 _translated: dict[str, tuple[str, bool, bool]] = {}
 
 
@@ -156,7 +160,7 @@ class _Connection:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
         text, returns_rows, writes = _translate(sql)
-        if writes and self.unlocked is not None:
+        if self.unlocked is not None and (writes or self.unlocked.written):
             self.unlocked.check_write()
         if returns_rows:
             rows = await_(self.conn.fetch(text, *parameters))
@@ -167,9 +171,9 @@ class _Connection:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         rows = [tuple(p) for p in parameters]
-        if self.unlocked is not None:
-            self.unlocked.check_write()
         if rows:
+            if self.unlocked is not None:
+                self.unlocked.check_write()
             await_(self.conn.executemany(_translate(sql)[0], rows))
 
 
@@ -302,8 +306,8 @@ class PostgresStore(SqlStore):
                 result, notes = await self._attempt(fn, args, readonly, unlocked)
             except _AmbiguousCommit as e:
                 raise StoreError(
-                    f"the connection to PostgreSQL was lost while committing {fn.__name__}: "
-                    "the change may or may not have been applied"
+                    f"the connection to PostgreSQL was lost (or the code after it failed) while "
+                    f"committing {fn.__name__}: the change may or may not have been applied"
                 ) from e.__cause__
             except NeedsLocks:
                 self.retries["needs locks"] += 1
@@ -370,8 +374,10 @@ class PostgresStore(SqlStore):
                         await conn.execute("BEGIN")
                         result = await run_op(fn, tx, *args)
             except BaseException as e:
-                if one is not None and one.written and isinstance(e, _CONNECTION_LOST):
-                    sent_commit = True  # the one statement was the commit: its outcome unknown
+                if one is not None and one.written and not isinstance(e, _NOT_COMMITTED):
+                    # The one statement is the commit: sent, then the connection was lost (or
+                    # code after it failed), so whether it applied is unknown.
+                    sent_commit = True
                     with contextlib.suppress(Exception):  # (asyncpg may have detached it)
                         conn.terminate()
                     raise _AmbiguousCommit() from e

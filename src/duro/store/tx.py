@@ -947,19 +947,20 @@ def _write_unlocked(
 ) -> None:
     """Write a step that ``fits_one_statement`` as one statement, committed on its own.
 
-    ``r`` and ``k`` lock the run's row and the finished task's row, each only if it is still
-    the version the operation read; the run's update ``u`` runs only if both did, and every
-    other write only if ``u`` did, so the statement writes all or nothing. Its wake-up
-    (``pg_notify``) goes out only if it wrote.
+    ``r`` and ``k`` lock the run's row and the completed task's row, each only if it is still
+    the version the operation read, and without waiting (a row another transaction holds may
+    be about to change: the step takes the locked path at once). The run's update ``u`` runs
+    only if both did, and every other write only if ``u`` did, so the statement writes all or
+    nothing. Its wake-up (``pg_notify``) goes out only if it wrote.
     """
     unlocked = tx.unlocked
     assert unlocked is not None
     now = tx.now
     ctes = [
         "r AS MATERIALIZED (SELECT 1 FROM executions WHERE run_id = ? AND xmin = ?::xid "
-        "FOR UPDATE)",
+        "FOR UPDATE NOWAIT)",
         "k AS MATERIALIZED (SELECT 1 FROM tasks WHERE task_id = ? AND xmin = ?::xid "
-        "AND EXISTS (SELECT 1 FROM r) FOR UPDATE)",
+        "AND EXISTS (SELECT 1 FROM r) FOR UPDATE NOWAIT)",
     ]
     sets, set_params = update
     ctes.append(
