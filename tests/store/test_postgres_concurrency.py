@@ -7,6 +7,9 @@ on an event) to make an interleaving happen every time rather than once in a whi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -456,3 +459,100 @@ async def test_code_failing_after_a_steps_statement_is_an_ambiguous_commit_not_a
         EventType.WORKFLOW_TASK_COMPLETED,
         EventType.ACTIVITY_TASK_SCHEDULED,
     ]
+
+
+async def _assert_consistent(pg_database: str, run_id: str) -> None:
+    """A run's rows agree with its history, whichever writers raced on it."""
+    conn = await asyncpg.connect(pg_database)
+    try:
+        next_id, wt_state, size = await conn.fetchrow(
+            "SELECT next_event_id, wt_state, history_size FROM executions WHERE run_id = $1",
+            run_id,
+        )
+        events = await conn.fetch(
+            "SELECT event_id, type, attrs FROM history WHERE run_id = $1 ORDER BY event_id", run_id
+        )
+        buffered = await conn.fetch(
+            "SELECT type, attrs FROM buffered_events WHERE run_id = $1", run_id
+        )
+        tasks = await conn.fetch("SELECT kind, seq FROM tasks WHERE run_id = $1", run_id)
+        timers = {
+            r[0] for r in await conn.fetch("SELECT seq FROM timers WHERE run_id = $1", run_id)
+        }
+    finally:
+        await conn.close()
+    assert [e[0] for e in events] == list(range(1, next_id))  # no gap, nothing twice
+    assert size == sum(len(e[2]) for e in events)
+
+    def seqs(rows: Any, kind: EventType) -> list[int]:
+        return [json.loads(r["attrs"])["seq"] for r in rows if r["type"] == kind.value]
+
+    done = seqs([*events, *buffered], EventType.ACTIVITY_TASK_COMPLETED)
+    assert len(done) == len(set(done))  # no result recorded twice
+    scheduled = seqs(events, EventType.ACTIVITY_TASK_SCHEDULED)
+    assert {r[1] for r in tasks if r[0] == "activity"} == set(scheduled) - set(done)
+    assert (wt_state != 0) == any(r[0] == "workflow" for r in tasks)
+    assert timers == set(seqs(events, EventType.TIMER_STARTED))
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_steps_racing_signals_heartbeats_and_other_stores_keep_a_run_consistent(
+    pg_database: str, seed: int
+) -> None:
+    """Eight results of one run arrive at once through three stores, with signals, heartbeats
+    and another worker's polls in between: whichever path each step takes (one statement, or
+    locks after a race), the run's rows end up agreeing with its history."""
+    rnd = random.Random(seed)
+    stores = [await PostgresStore.open(pg_database) for _ in range(3)]
+    pg = stores[0]
+    try:
+        run_id = (await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))).run_id
+        [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+        done = await complete(pg, lease, *[activity(i, "q") for i in range(1, 9)])
+        acts = await pg.poll_activity_tasks(NS, "q", "w1", 100)
+        assert len(acts) == 8
+
+        async def result(i: int, act: ActivityTaskLease) -> None:
+            await asyncio.sleep(rnd.random() * 0.01)
+            seq = 100 + 2 * i
+            step = WorkflowTaskCompletion(
+                [activity(seq, "q"), cmd.StartTimer(seq + 1, 100.0)],
+                0.0,
+                worker_id=f"w{i}",
+                eager_activity_queue="q",
+                eager_activities=1,
+            )
+            with contextlib.suppress(LeaseLostError):
+                await stores[i % 3].complete_activity_and_task(
+                    act, f"out{i}", done.last_event_id, step
+                )
+
+        async def signals() -> None:
+            for k in range(3):
+                await asyncio.sleep(rnd.random() * 0.01)
+                await stores[k % 3].signal_workflow(NS, "wf", None, "nudge", [k])
+
+        async def heartbeats() -> None:
+            for act in acts:
+                await asyncio.sleep(rnd.random() * 0.003)
+                await stores[1].heartbeat_activity_task(act, {"at": 1})
+
+        async def other_worker() -> None:
+            for _ in range(10):
+                await asyncio.sleep(rnd.random() * 0.005)
+                for task in await stores[2].poll_workflow_tasks(NS, "q", "w9", 10):
+                    with contextlib.suppress(LeaseLostError):
+                        await stores[2].complete_workflow_task(
+                            task,
+                            WorkflowTaskCompletion(
+                                [activity(500 + task.next_event_id, "q")], 0.0, worker_id="w9"
+                            ),
+                        )
+
+        await asyncio.gather(
+            *(result(i, a) for i, a in enumerate(acts)), signals(), heartbeats(), other_worker()
+        )
+        await _assert_consistent(pg_database, run_id)
+    finally:
+        for store in stores:
+            await store.close()
