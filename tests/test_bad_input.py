@@ -127,6 +127,30 @@ async def test_unknown_signal_is_refused_and_history_untouched(
     assert await handle.result(timeout=10) == "a"
 
 
+async def test_a_handler_name_found_once_is_not_read_again_an_absent_one_is(
+    client: Client, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = await client.start_workflow(Desk.run, Ticket("a", 1), id=wid())
+    reads: list[str] = []
+    original = client.store.workflow_type_handlers
+
+    async def counted(namespace: str, workflow_type: str) -> dict[str, list[str]] | None:
+        reads.append(workflow_type)
+        return await original(namespace, workflow_type)
+
+    monkeypatch.setattr(client.store, "workflow_type_handlers", counted)
+    for _ in range(2):
+        with pytest.raises(UnknownHandlerError):
+            await handle.signal("shut")
+    assert len(reads) == 2  # absent: read each time (a new worker may register it)
+    reads.clear()
+    other = await client.start_workflow(Desk.run, Ticket("b", 2), id=wid())
+    await other.signal(Desk.close)
+    await handle.signal(Desk.close)  # the same type and name: known to this client now
+    assert len(reads) == 1
+    assert await handle.result(timeout=10) == "a" and await other.result(timeout=10) == "b"
+
+
 async def test_signal_to_a_closed_run_and_unknown_ids(client: Client, worker: Worker) -> None:
     handle = await client.start_workflow(Desk.run, Ticket("a", 1), id=wid())
     await handle.signal(Desk.close)

@@ -100,6 +100,9 @@ class Client:
         self.namespace = namespace
         self._local_workers: list[_LocalWorker] = []
         """Running workers of this client that take eager starts (``Worker(eager_start=)``)."""
+        self._handlers_seen: set[tuple[str, str, str, str]] = set()
+        """(namespace, workflow type, kind, name) of handlers a worker registered: checked once.
+        A name only ever checked absent is read again each time (a worker may register it)."""
 
     @classmethod
     async def connect(cls, url: str | None = None, *, namespace: str = "default") -> Client:
@@ -749,14 +752,24 @@ class WorkflowHandle:
         await self.client.store.terminate(self._ns, self.id, self._target_run, reason)
 
     async def _check_handler(self, kind: str, name: str) -> None:
+        """Refuse a handler name no worker registered for the type (a typo fails here, not
+        silently in the workflow); a name found once is not read again."""
         wtype = self.workflow_type
         if wtype is None:
             info = await self.describe()
             wtype = self.workflow_type = info.workflow_type
+        seen = (self._ns, wtype, kind, name)
+        if seen in self.client._handlers_seen:
+            return
         handlers = await self.client.store.workflow_type_handlers(self._ns, wtype)
-        key = {"signal": "signals", "query": "queries", "update": "updates"}[kind]
-        if handlers is not None and name not in handlers.get(key, []):
-            raise UnknownHandlerError(kind, name, wtype, handlers.get(key, []))
+        if handlers is None:
+            return  # no worker registered the type yet: nothing to check against
+        names = handlers.get(
+            {"signal": "signals", "query": "queries", "update": "updates"}[kind], []
+        )
+        if name not in names:
+            raise UnknownHandlerError(kind, name, wtype, names)
+        self.client._handlers_seen.add(seen)
 
 
 def _parse_token(token: str) -> tuple[int, str]:
