@@ -822,39 +822,22 @@ def _schedule_activities(
     for a, lease in _plan_activities(tx, run, specs, claims):
         cur = tx.conn.execute(
             f"INSERT INTO tasks ({_ACTIVITY_TASK_COLUMNS}) "
-            "VALUES ('activity', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "VALUES ('activity', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "RETURNING task_id",
-            (
-                run.namespace,
-                a.task_queue,
-                run.run_id,
-                a.seq,
-                tx.now,
-                a.activity_type,
-                dumps(a.args),
-                dumps(a.retry_policy),
-                a.start_to_close_timeout,
-                a.schedule_to_close_timeout,
-                a.heartbeat_timeout,
-                tx.now,
-                lease.lease_id if lease else None,
-                lease.owner if lease else None,
-                lease.expires if lease else None,
-                tx.now if lease else None,
-                a.schedule_to_start_timeout,
-                a.priority,
-            ),
+            (run.namespace, run.run_id, tx.now, *_activity_values(tx, a, lease)),
         )
         if lease is not None and claims is not None:
             claims.activity_leases.append(_activity_lease(tx, run, a, cur.fetchone()[0], lease))
 
 
 _ACTIVITY_TASK_COLUMNS = (
-    "kind, namespace, task_queue, run_id, seq, visible_at, attempt, activity_type, args, "
-    "retry_policy, start_to_close_timeout, schedule_to_close_timeout, heartbeat_timeout, "
-    "scheduled_time, lease_id, lease_owner, lease_expires, started_time, "
+    "kind, namespace, run_id, attempt, visible_at, scheduled_time, task_queue, seq, "
+    "activity_type, args, retry_policy, start_to_close_timeout, schedule_to_close_timeout, "
+    "heartbeat_timeout, lease_id, lease_owner, lease_expires, started_time, "
     "schedule_to_start_timeout, priority"
 )
+"""A new activity task's columns: the first five from the run and the time, then the
+activity's own (``_activity_values``)."""
 
 
 @dataclass(slots=True)
@@ -889,6 +872,27 @@ def _plan_activities(
             expires = min(expires, now + a.heartbeat_timeout)
         planned.append((a, _Lease(new_id(), claims.worker_id, expires)))
     return planned
+
+
+def _activity_values(tx: Tx, a: ActivitySpec, lease: _Lease | None) -> tuple[Any, ...]:
+    """A new activity task's own columns: ``_ACTIVITY_TASK_COLUMNS`` from ``scheduled_time`` on."""
+    return (
+        tx.now,
+        a.task_queue,
+        a.seq,
+        a.activity_type,
+        dumps(a.args),
+        dumps(a.retry_policy),
+        a.start_to_close_timeout,
+        a.schedule_to_close_timeout,
+        a.heartbeat_timeout,
+        lease.lease_id if lease else None,
+        lease.owner if lease else None,
+        lease.expires if lease else None,
+        tx.now if lease else None,
+        a.schedule_to_start_timeout,
+        a.priority,
+    )
 
 
 def _activity_lease(
@@ -991,40 +995,14 @@ def _write_unlocked(
     if planned:
         ctes.append(
             f"a AS (INSERT INTO tasks ({_ACTIVITY_TASK_COLUMNS}) "
-            "SELECT 'activity', ?, a.q, ?, a.seq, ?, 1, a.type, a.args, a.retry, a.stc, a.s2c, "
-            "a.hb, ?, a.lease, a.owner, a.expires, a.started, a.s2s, a.prio "
-            "FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], "
-            "?::float8[], ?::float8[], ?::float8[], ?::text[], ?::text[], ?::float8[], "
-            "?::float8[], ?::float8[], ?::bigint[]) "
-            "AS a(q, seq, type, args, retry, stc, s2c, hb, lease, owner, expires, started, "
-            f"s2s, prio) WHERE {guard} RETURNING seq, task_id)"
+            "SELECT 'activity', ?, ?, 1, ?, a.* FROM unnest(?::float8[], ?::text[], ?::bigint[], "
+            "?::text[], ?::text[], ?::text[], ?::float8[], ?::float8[], ?::float8[], ?::text[], "
+            "?::text[], ?::float8[], ?::float8[], ?::float8[], ?::bigint[]) AS a "
+            f"WHERE {guard} RETURNING seq, task_id)"
         )
-        params += [run.namespace, run.run_id, now, now]
-        params += [
-            list(column)
-            for column in zip(
-                *(
-                    (
-                        a.task_queue,
-                        a.seq,
-                        a.activity_type,
-                        dumps(a.args),
-                        dumps(a.retry_policy),
-                        a.start_to_close_timeout,
-                        a.schedule_to_close_timeout,
-                        a.heartbeat_timeout,
-                        lease.lease_id if lease else None,
-                        lease.owner if lease else None,
-                        lease.expires if lease else None,
-                        now if lease else None,
-                        a.schedule_to_start_timeout,
-                        a.priority,
-                    )
-                    for a, lease in planned
-                ),
-                strict=True,
-            )
-        ]
+        params += [run.namespace, run.run_id, now]
+        rows_of = [_activity_values(tx, a, lease) for a, lease in planned]
+        params += [list(column) for column in zip(*rows_of, strict=True)]
     if t.start_timers:
         ctes.append(
             "ti AS (INSERT INTO timers (run_id, seq, fire_at) SELECT ?, x.seq, x.fire_at "
