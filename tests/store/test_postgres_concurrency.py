@@ -19,10 +19,10 @@ import pytest
 
 from duro import commands as cmd
 from duro.engine.start import StartRequest
-from duro.errors import LeaseLostError, StoreError
+from duro.errors import LeaseLostError, StoreError, WorkflowClosedError
 from duro.history import EventType, RunStatus
 from duro.retry import RetryPolicy
-from duro.store import ops
+from duro.store import ops, postgres
 from duro.store import tx as tx_module
 from duro.store.bridge import await_
 from duro.store.postgres import PostgresStore
@@ -309,16 +309,89 @@ async def test_a_step_whose_lease_was_lost_after_its_read_writes_nothing(
     assert len(await pg.get_history(act.run_id)) == 3
 
 
-async def test_a_step_that_closes_the_run_takes_locks_at_once(
-    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+async def test_a_step_that_closes_the_run_is_one_read_and_one_statement(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Closing writes more than one statement holds (tasks, timers, waiting callers)."""
-    act, seen = await _activity_out(pg)
+    """The close deletes the run's task and timer rows in the same statement (here another
+    activity still out and a timer still set) and wakes whoever waits for the run to close."""
+    await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    done = await complete(pg, lease, activity(1, "q"), activity(2, "q"), cmd.StartTimer(3, 3600))
+    first, _second = await pg.poll_activity_tasks(NS, "q", "w1", 10)
+    closed = ("closed", NS, "wf")
+    before = pg.version(closed)
     sent = _statements(monkeypatch)
-    step = await pg.complete_activity_and_task(act, "out", seen, _step(cmd.CompleteWorkflow(1)))
+    step = await pg.complete_activity_and_task(
+        first, "out", done.last_event_id, _step(cmd.CompleteWorkflow("all done"))
+    )
     assert step.completion is not None and step.completion.accepted
-    assert not pg.retries and sent[0] == "BEGIN"  # no read without locks first
-    assert (await pg.describe(NS, "wf")).status == RunStatus.COMPLETED
+    assert len(sent) == 2 and not any(s.startswith(("BEGIN", "COMMIT")) for s in sent), sent
+    assert not pg.retries and pg.version(closed) > before
+    outcome = await pg.run_outcome(NS, "wf")
+    assert outcome.status == RunStatus.COMPLETED and outcome.result == "all done"
+    history = [e.type for e in await pg.get_history(first.run_id)]
+    assert history[-3:] == [
+        EventType.ACTIVITY_TASK_COMPLETED,
+        EventType.WORKFLOW_TASK_COMPLETED,
+        EventType.WORKFLOW_EXECUTION_COMPLETED,
+    ]
+    admin = await asyncpg.connect(pg_database)
+    try:
+        for table in ("tasks", "timers"):
+            left = await admin.fetchval(
+                f"SELECT count(*) FROM {table} WHERE run_id = $1", first.run_id
+            )
+            assert left == 0, table
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize("policy", ["terminate", "abandon"])
+async def test_a_parent_closing_with_a_running_child_to_end_takes_locks(
+    pg: PostgresStore, policy: str
+) -> None:
+    """The one statement does not end children: the read finds one to end and the close
+    takes the locked path, which terminates it. An abandoned child needs nothing."""
+    await pg.start_workflow(StartRequest(NS, "p", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    await complete(pg, lease, cmd.StartChildWorkflow(1, "Agent", "c", [], "q", policy))
+    leases = {x.workflow_id: x for x in await pg.poll_workflow_tasks(NS, "q", "w1", 10)}
+    result = await complete(pg, leases["p"], cmd.CompleteWorkflow("p"))
+    assert result.accepted
+    assert (await pg.describe(NS, "p")).status == RunStatus.COMPLETED
+    child = (await pg.describe(NS, "c")).status
+    if policy == "terminate":
+        assert pg.retries == {"needs locks": 1} and child == RunStatus.TERMINATED
+    else:
+        assert not pg.retries and child == RunStatus.RUNNING
+
+
+async def test_a_child_closing_takes_locks_to_tell_its_parent(pg: PostgresStore) -> None:
+    await pg.start_workflow(StartRequest(NS, "p", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    await complete(pg, lease, cmd.StartChildWorkflow(1, "Agent", "c", [], "q", "terminate"))
+    leases = {x.workflow_id: x for x in await pg.poll_workflow_tasks(NS, "q", "w1", 10)}
+    assert (await complete(pg, leases["c"], cmd.CompleteWorkflow("c"))).accepted
+    assert pg.retries == {"needs locks": 1}
+    await complete(pg, leases["p"])  # the parent's task, running meanwhile, had it buffered
+    parent = [e.type for e in await pg.get_history(leases["p"].run_id)]
+    assert parent[-1] == EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED
+
+
+async def test_a_close_with_an_accepted_update_unfinished_takes_locks_and_fails_it(
+    pg: PostgresStore,
+) -> None:
+    await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    await complete(pg, lease, activity(1, "q"))
+    request = await pg.submit_update(NS, "wf", None, "set", [1], "u1")
+    [update] = await pg.poll_queries(NS, "q", "w1", 10)
+    await pg.accept_update(update.query_id, update.lease_id)
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    assert (await complete(pg, lease, cmd.CompleteWorkflow("early"))).accepted
+    assert pg.retries == {"needs locks": 1}
+    outcome = await pg.take_query_outcome(request)
+    assert outcome.done and outcome.error is not None and "closed" in outcome.error
 
 
 async def test_a_result_the_run_cannot_take_in_one_step_is_written_with_locks(
@@ -364,6 +437,19 @@ def test_an_unlocked_operation_sends_only_its_armed_statement() -> None:
     unlocked.check_write()
     with pytest.raises(RuntimeError):  # after the statement that committed, never
         unlocked.check_write()
+
+
+def test_a_write_is_told_from_a_read_by_its_statement_not_by_words_in_its_strings() -> None:
+    """The connection refuses writes by what a statement does: a read that mentions
+    ``'update'`` in a string literal is still a read, and a write is still one."""
+    read = "SELECT EXISTS (SELECT 1 FROM queries q WHERE q.kind = 'update' AND q.done = ?)"
+    assert postgres._translate(read) == (
+        "SELECT EXISTS (SELECT 1 FROM queries q WHERE q.kind = 'update' AND q.done = $1)",
+        True,
+        False,
+    )
+    assert postgres._translate("UPDATE queries SET done = 1 WHERE kind = 'update'")[2]
+    assert postgres._translate("WITH d AS (DELETE FROM tasks) SELECT 'x'")[2]
 
 
 async def test_a_workflow_task_completion_is_one_read_and_one_statement(
@@ -465,8 +551,9 @@ async def _assert_consistent(pg_database: str, run_id: str) -> None:
     """A run's rows agree with its history, whichever writers raced on it."""
     conn = await asyncpg.connect(pg_database)
     try:
-        next_id, wt_state, size = await conn.fetchrow(
-            "SELECT next_event_id, wt_state, history_size FROM executions WHERE run_id = $1",
+        next_id, wt_state, size, status = await conn.fetchrow(
+            "SELECT next_event_id, wt_state, history_size, status FROM executions "
+            "WHERE run_id = $1",
             run_id,
         )
         events = await conn.fetch(
@@ -489,6 +576,10 @@ async def _assert_consistent(pg_database: str, run_id: str) -> None:
 
     done = seqs([*events, *buffered], EventType.ACTIVITY_TASK_COMPLETED)
     assert len(done) == len(set(done))  # no result recorded twice
+    if status != RunStatus.RUNNING.value:  # closed: nothing left to run, the close last
+        assert events[-1]["type"] == EventType.WORKFLOW_EXECUTION_COMPLETED.value
+        assert (wt_state, tasks, timers, buffered) == (0, [], set(), [])
+        return
     scheduled = seqs(events, EventType.ACTIVITY_TASK_SCHEDULED)
     assert {r[1] for r in tasks if r[0] == "activity"} == set(scheduled) - set(done)
     assert (wt_state != 0) == any(r[0] == "workflow" for r in tasks)
@@ -500,9 +591,11 @@ async def test_steps_racing_signals_heartbeats_and_other_stores_keep_a_run_consi
     pg_database: str, seed: int
 ) -> None:
     """Eight results of one run arrive at once through three stores, with signals, heartbeats
-    and another worker's polls in between: whichever path each step takes (one statement, or
-    locks after a race), the run's rows end up agreeing with its history."""
+    and another worker's polls in between, and one of them (in odd seeds) closes the run:
+    whichever path each step takes (one statement, or locks after a race), the run's rows end
+    up agreeing with its history."""
     rnd = random.Random(seed)
+    closer = rnd.randrange(8) if seed % 2 else None
     stores = [await PostgresStore.open(pg_database) for _ in range(3)]
     pg = stores[0]
     try:
@@ -513,10 +606,14 @@ async def test_steps_racing_signals_heartbeats_and_other_stores_keep_a_run_consi
         assert len(acts) == 8
 
         async def result(i: int, act: ActivityTaskLease) -> None:
-            await asyncio.sleep(rnd.random() * 0.01)
+            # (The closer comes early: only the first result can be a step the worker saw.)
+            await asyncio.sleep(rnd.random() * (0.001 if i == closer else 0.01))
             seq = 100 + 2 * i
+            commands: list[cmd.Command] = [activity(seq, "q"), cmd.StartTimer(seq + 1, 100.0)]
+            if i == closer:
+                commands = [cmd.CompleteWorkflow(i)]
             step = WorkflowTaskCompletion(
-                [activity(seq, "q"), cmd.StartTimer(seq + 1, 100.0)],
+                commands,
                 0.0,
                 worker_id=f"w{i}",
                 eager_activity_queue="q",
@@ -530,7 +627,8 @@ async def test_steps_racing_signals_heartbeats_and_other_stores_keep_a_run_consi
         async def signals() -> None:
             for k in range(3):
                 await asyncio.sleep(rnd.random() * 0.01)
-                await stores[k % 3].signal_workflow(NS, "wf", None, "nudge", [k])
+                with contextlib.suppress(WorkflowClosedError):
+                    await stores[k % 3].signal_workflow(NS, "wf", None, "nudge", [k])
 
         async def heartbeats() -> None:
             for act in acts:

@@ -11,7 +11,10 @@ from typing import Any
 
 from duro import search_attributes
 from duro.commands import (
+    CancelWorkflow,
+    CompleteWorkflow,
     ContinueAsNew,
+    FailWorkflow,
     RecordMarker,
     RequestCancelExternalWorkflow,
     ScheduleActivity,
@@ -283,30 +286,43 @@ def _task_and_run(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunReco
 
 def _task_and_run_unlocked(tx: Tx, task_id: int, task_columns: str) -> tuple[Any, RunRecord] | None:
     """``_task_and_run`` without locks (``Tx.unlocked``): both rows' versions are kept for the
-    one statement that writes the step. A namespace with activity flow limits needs locks."""
+    one statement that writes the step. A namespace with activity flow limits needs locks, and
+    so does a close that must do more than the statement does (``_MORE_AT_CLOSE``)."""
     unlocked = tx.unlocked
     assert unlocked is not None
+    more_at_close = _MORE_AT_CLOSE if unlocked.closing else "false"
     row = tx.conn.execute(
         f"SELECT {task_columns}, t.kind, t.xmin, {RUN_COLUMNS_E}, e.xmin, "
         "EXISTS (SELECT 1 FROM flow_limits f WHERE f.namespace = e.namespace "
-        "AND f.scope IN ('activity_type', 'task_queue')) "
+        f"AND f.scope IN ('activity_type', 'task_queue')), {more_at_close} "
         "FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.task_id = ?",
         (task_id,),
     ).fetchone()
     if row is None:
         return None
-    if row[-1]:
+    if row[-2] or row[-1]:
         raise NeedsLocks()
     width = len(task_columns.split(","))
-    run = run_from_row(row[width + 2 : -2])
+    run = run_from_row(row[width + 2 : -3])
     tx.shared[(NO_ACTIVITY_LIMITS, run.namespace)] = True
     unlocked.task_id, unlocked.task_kind, unlocked.task_version = (
         task_id,
         row[width],
         row[width + 1],
     )
-    unlocked.run_version = row[-2]
+    unlocked.run_version = row[-3]
     return row[:width], run
+
+
+_MORE_AT_CLOSE = (
+    "(EXISTS (SELECT 1 FROM executions c WHERE c.parent_run_id = e.run_id "
+    "AND c.status = 'Running' AND COALESCE(c.parent_close_policy, 'terminate') <> 'abandon') "
+    "OR EXISTS (SELECT 1 FROM queries q WHERE q.run_id = e.run_id AND q.update_id IS NOT NULL "
+    "AND q.kind = 'update' AND q.done = 2))"
+)
+"""Whether closing the run must also end its children or fail its accepted updates: work the
+one statement does not do. Both start only with a change of the run's row, which the
+statement's guard sees, so a run found without them still has none when it closes."""
 
 
 def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:
@@ -320,6 +336,7 @@ def _leased_run(tx: Tx, lease: WorkflowTaskLease) -> RunRecord:
 def complete_workflow_task(
     tx: Tx, lease: WorkflowTaskLease, completion: WorkflowTaskCompletion
 ) -> CompletionResult:
+    _note_closing(tx, completion)
     return _complete_task(tx, _leased_run(tx, lease), completion)
 
 
@@ -582,6 +599,7 @@ def complete_activity_and_task(
     path writes (result, then ``WorkflowTaskCompleted`` and the commands), so replay cannot
     tell them apart.
     """
+    _note_closing(tx, completion)
     task, run = _leased_activity(tx, lease.task_id, lease.lease_id, _what(lease))
     t = activity_rules.complete_activity(run, task, result, tx.now)
     fused = (
@@ -600,16 +618,23 @@ def complete_activity_and_task(
     return ActivityStep(completion=done)
 
 
-_ONE_STATEMENT_COMMANDS = (ScheduleActivity, StartTimer, RecordMarker)
+_CLOSING_COMMANDS = (CompleteWorkflow, FailWorkflow, CancelWorkflow)
+_ONE_STATEMENT_COMMANDS = (ScheduleActivity, StartTimer, RecordMarker, *_CLOSING_COMMANDS)
 
 
 def may_fit_one_statement(completion: WorkflowTaskCompletion) -> bool:
     """Whether a step with this completion may write as one statement (``Unlocked``).
 
-    A step that closes the run or reaches other runs never does: the store takes locks at once
-    instead of reading twice.
+    A step that continues as new or reaches other runs never does: the store takes locks at
+    once instead of reading twice. A close may (``tx.closes_in_one_statement``).
     """
     return all(isinstance(c, _ONE_STATEMENT_COMMANDS) for c in completion.commands)
+
+
+def _note_closing(tx: Tx, completion: WorkflowTaskCompletion) -> None:
+    """An unlocked step that may close the run has its read check what a close must also do."""
+    if tx.unlocked is not None:
+        tx.unlocked.closing = any(isinstance(c, _CLOSING_COMMANDS) for c in completion.commands)
 
 
 def activity_outcome_by_token(tx: Tx, task_id: int, lease_id: str, ok: bool, value: Any) -> None:

@@ -104,6 +104,7 @@ statement, a measurable cost on every step)."""
 
 _PLACEHOLDER = re.compile(r"'[^']*'|\?")
 _WRITE_AFTER_WITH = re.compile(r"\)\s*(INSERT|UPDATE|DELETE)\b")
+_LITERAL = re.compile(r"'[^']*'")
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE|ROLLBACK)\b")
 _translated: dict[str, tuple[str, bool, bool]] = {}
 
@@ -130,7 +131,9 @@ def _translate(sql: str) -> tuple[str, bool, bool]:
             or (upper.startswith("WITH") and not _WRITE_AFTER_WITH.search(upper))
             or " RETURNING " in upper + " "
         )
-        hit = _translated[sql] = (text, returns_rows, bool(_WRITES.search(upper)))
+        # (A word inside a string literal, as in kind = 'update', is not a write.)
+        writes = bool(_WRITES.search(_LITERAL.sub("''", upper)))
+        hit = _translated[sql] = (text, returns_rows, writes)
     return hit
 
 

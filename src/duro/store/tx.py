@@ -96,6 +96,9 @@ class Unlocked:
     task_version: int = 0
     task_kind: str = ""
     """``activity`` (a result) or ``workflow`` (a workflow task's completion)."""
+    closing: bool = False
+    """The operation's commands close the run: its read also checks whether the close must
+    do more than the one statement does (end children, fail accepted updates)."""
     armed: bool = False
     """The next write is the operation's one statement."""
     written: bool = False
@@ -412,10 +415,15 @@ def apply_transition(
             dumps(t.failure) if t.failure is not None else None,
         ]
     if tx.unlocked is not None:
+        if t.close is not None:
+            tx.notes.add(("closed", run.run_id))
+            tx.notes.add(("closed", run.namespace, run.workflow_id))
         _write_unlocked(tx, run, t, claims, rows if events else [], (sets, params))
         run.next_event_id = new_next
         run.wt_state = wt_state
         run.history_size += added_bytes
+        if t.close is not None:
+            run.status = t.close
         return new_next
     update = f"UPDATE executions SET {', '.join(sets)} WHERE run_id = ? AND next_event_id = ?"
     # PostgreSQL: the events, the finished activities' task rows and the run's update in one
@@ -922,12 +930,14 @@ def _activity_lease(
 def fits_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> bool:
     """Whether ``t``'s writes fit the unlocked step's one statement (``Unlocked``): events, the
     finished activities' task rows or the completed workflow task's, new activity tasks and
-    timers, and the run's row."""
-    ends_workflow_task = unlocked.task_kind == "workflow" and t.wt_state == WorkflowTaskState.IDLE
+    timers, and the run's row; or a close that ends only this run (``closes_in_one_statement``)."""
+    ends_workflow_task = unlocked.task_kind == "workflow" and (
+        t.wt_state == WorkflowTaskState.IDLE or t.close is not None
+    )
     return (
         (run.wt_state == WorkflowTaskState.IDLE or ends_workflow_task)
         and t.wt_state != WorkflowTaskState.SCHEDULED
-        and t.close is None
+        and (t.close is None or closes_in_one_statement(run, t, unlocked))
         and not (t.flush_buffer and run.has_buffered)
         and not t.buffer
         and not t.search_attributes
@@ -938,6 +948,20 @@ def fits_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> boo
         and t.delete_timer is None
         and not t.external_requests
         and not t.start_children
+    )
+
+
+def closes_in_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> bool:
+    """Whether ``t`` closes the run with nothing more than the one statement writes (the run's
+    row and history, its task and timer rows deleted): no next run to start, no parent to
+    tell, no concurrency-key slot to hand on, no buffered events, and (checked by the read,
+    ``Unlocked.closing``) no children to end or accepted updates to fail."""
+    return (
+        unlocked.closing
+        and t.continue_as_new is None
+        and run.parent_run_id is None
+        and run.concurrency_key is None
+        and not run.has_buffered
     )
 
 
@@ -982,16 +1006,21 @@ def _write_unlocked(
             f"WHERE {guard})"
         )
         params += [run.run_id, run.next_event_id, now, [r[2] for r in rows], [r[4] for r in rows]]
-    if t.delete_activities:
+    closing = t.close is not None
+    if closing:  # a closed run has no tasks or timers (its new activities and timers never run)
+        ctes.append(f"dt AS (DELETE FROM tasks WHERE run_id = ? AND {guard})")
+        ctes.append(f"dti AS (DELETE FROM timers WHERE run_id = ? AND {guard})")
+        params += [run.run_id, run.run_id]
+    if t.delete_activities and not closing:
         ctes.append(
             "d AS (DELETE FROM tasks WHERE run_id = ? AND kind = 'activity' "
             f"AND seq = ANY(?::bigint[]) AND {guard})"
         )
         params += [run.run_id, list(t.delete_activities)]
-    if unlocked.task_kind == "workflow":  # the completed workflow task's row
+    if unlocked.task_kind == "workflow" and not closing:  # the completed workflow task's row
         ctes.append(f"dw AS (DELETE FROM tasks WHERE task_id = ? AND {guard})")
         params.append(unlocked.task_id)
-    planned = _plan_activities(tx, run, t.schedule_activities, claims)
+    planned = [] if closing else _plan_activities(tx, run, t.schedule_activities, claims)
     if planned:
         ctes.append(
             f"a AS (INSERT INTO tasks ({_ACTIVITY_TASK_COLUMNS}) "
@@ -1003,7 +1032,7 @@ def _write_unlocked(
         params += [run.namespace, run.run_id, now]
         rows_of = [_activity_values(tx, a, lease) for a, lease in planned]
         params += [list(column) for column in zip(*rows_of, strict=True)]
-    if t.start_timers:
+    if t.start_timers and not closing:
         ctes.append(
             "ti AS (INSERT INTO timers (run_id, seq, fire_at) SELECT ?, x.seq, x.fire_at "
             f"FROM unnest(?::bigint[], ?::float8[]) AS x(seq, fire_at) WHERE {guard})"
