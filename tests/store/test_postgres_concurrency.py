@@ -18,8 +18,14 @@ import asyncpg.connection
 import pytest
 
 from duro import commands as cmd
-from duro.engine.start import StartRequest
-from duro.errors import LeaseLostError, StoreError, WorkflowClosedError
+from duro.engine.model import WorkflowTaskState
+from duro.engine.start import IdConflictPolicy, StartRequest
+from duro.errors import (
+    LeaseLostError,
+    StoreError,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+)
 from duro.history import EventType, RunStatus
 from duro.retry import RetryPolicy
 from duro.store import ops, postgres
@@ -215,11 +221,12 @@ def _before_the_write(monkeypatch: pytest.MonkeyPatch, action: Callable[[Any], A
     calls: list[int] = []
     original = tx_module._write_unlocked
 
-    def interleaved(tx: Any, *args: Any) -> None:
-        if not calls:
-            await_(action(tx))
+    def interleaved(tx: Any, *args: Any) -> Any:
+        first = not calls
         calls.append(1)
-        original(tx, *args)
+        if first:  # (an action that writes a step of its own passes straight through)
+            await_(action(tx))
+        return original(tx, *args)
 
     monkeypatch.setattr(tx_module, "_write_unlocked", interleaved)
     return calls
@@ -545,6 +552,108 @@ async def test_code_failing_after_a_steps_statement_is_an_ambiguous_commit_not_a
         EventType.WORKFLOW_TASK_COMPLETED,
         EventType.ACTIVITY_TASK_SCHEDULED,
     ]
+
+
+@pytest.mark.parametrize("eager", [False, True])
+async def test_a_start_of_a_new_id_is_one_read_and_one_statement(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch, eager: bool
+) -> None:
+    """The run's row goes in with its state after the start (no update of a row just
+    inserted), with its first event, its first workflow task (leased at once to an eager
+    worker) and its timeout timers."""
+    sent = _statements(monkeypatch)
+    started = await pg.start_workflow(
+        StartRequest(
+            NS,
+            "wf",
+            "Agent",
+            "q",
+            [1],
+            run_timeout=60.0,
+            execution_timeout=600.0,
+            eager_worker_id="w1" if eager else None,
+        )
+    )
+    assert started.started and not pg.retries
+    assert len(sent) == 2 and not any(s.startswith(("BEGIN", "COMMIT")) for s in sent), sent
+    admin = await asyncpg.connect(pg_database)
+    try:
+        row = await admin.fetchrow(
+            "SELECT status, is_current, next_event_id, wt_state, wt_attempt, history_size "
+            "FROM executions WHERE run_id = $1",
+            started.run_id,
+        )
+        attrs = await admin.fetchval("SELECT attrs FROM history WHERE run_id = $1", started.run_id)
+        timers = await admin.fetch("SELECT seq FROM timers WHERE run_id = $1", started.run_id)
+    finally:
+        await admin.close()
+    state = WorkflowTaskState.STARTED if eager else WorkflowTaskState.SCHEDULED
+    assert tuple(row) == ("Running", 1, 2, state, 1, len(attrs))
+    assert sorted(r[0] for r in timers) == [-1, 0]
+    [event] = await pg.get_history(started.run_id)
+    assert event.type == EventType.WORKFLOW_EXECUTION_STARTED and event.attrs["args"] == [1]
+    polled = await pg.poll_workflow_tasks(NS, "q", "w2", 10)
+    if eager:
+        lease = started.workflow_lease
+        assert lease is not None and polled == []  # leased to w1 in the same statement
+        assert [e.type for e in lease.history] == [EventType.WORKFLOW_EXECUTION_STARTED]
+    else:
+        assert started.workflow_lease is None
+        [lease] = polled
+    assert (await complete(pg, lease, cmd.CompleteWorkflow("done"))).accepted
+    assert (await pg.describe(NS, "wf")).status == RunStatus.COMPLETED
+
+
+@pytest.mark.parametrize("policy", [IdConflictPolicy.FAIL, IdConflictPolicy.USE_EXISTING])
+async def test_a_start_racing_another_start_of_its_id_writes_nothing_and_takes_locks(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch, policy: IdConflictPolicy
+) -> None:
+    """Another store starts the same workflow id between the read and the write: the
+    statement inserts nothing, and the start runs again with locks, where the id policy
+    decides."""
+    other = await PostgresStore.open(pg_database)
+    first: list[str] = []
+
+    async def other_start(_tx: Any) -> None:
+        first.append((await other.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))).run_id)
+
+    _before_the_write(monkeypatch, other_start)
+    try:
+        request = StartRequest(NS, "wf", "Agent", "q", [], id_conflict_policy=policy)
+        if policy == IdConflictPolicy.FAIL:
+            with pytest.raises(WorkflowAlreadyStartedError):
+                await pg.start_workflow(request)
+        else:
+            result = await pg.start_workflow(request)
+            assert not result.started and result.run_id == first[0]
+    finally:
+        await other.close()
+    assert pg.retries == {"ConcurrencyConflictError": 1}
+    admin = await asyncpg.connect(pg_database)
+    try:
+        assert await admin.fetchval("SELECT count(*) FROM executions") == 1
+        assert await admin.fetchval("SELECT count(*) FROM history") == 1
+        assert await admin.fetchval("SELECT count(*) FROM tasks") == 1
+    finally:
+        await admin.close()
+
+
+async def test_a_start_that_changes_the_current_run_or_records_more_takes_locks(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed current run of the id stops being current in the same transaction: the read
+    finds it and the start takes locks. A request id is recorded too: locks at once."""
+    await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
+    await complete(pg, lease, cmd.CompleteWorkflow("first"))
+    pg.retries.clear()
+    again = await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    assert again.started and again.run_id != lease.run_id
+    assert pg.retries == {"needs locks": 1}
+    assert (await pg.describe(NS, "wf")).run_id == again.run_id
+    sent = _statements(monkeypatch)
+    await pg.start_workflow(StartRequest(NS, "wf2", "Agent", "q", [], request_id="r1"))
+    assert sent[0] == "BEGIN"
 
 
 async def _assert_consistent(pg_database: str, run_id: str) -> None:

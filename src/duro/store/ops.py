@@ -115,9 +115,12 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             return StartResult(run_id=row[0], started=False, repeated=True)
     # (Two starts of a new id racing on a multi-writer store: the unique index on current runs
     # rejects the second, which is retried and then sees the first.)
+    # Unlocked (a start of a new id in one statement): read without a lock; a current run
+    # that appears meanwhile makes the statement write nothing, and the start runs again.
+    lock = "" if tx.unlocked is not None else tx.dialect.for_update
     row = conn.execute(
         f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
-        f"AND is_current = 1{tx.dialect.for_update}",
+        f"AND is_current = 1{lock}",
         (req.namespace, req.workflow_id),
     ).fetchone()
     current = run_from_row(row) if row else None
@@ -126,6 +129,8 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         assert current is not None
         return StartResult(run_id=current.run_id, started=False)
     if current is not None:
+        if tx.unlocked is not None:
+            raise NeedsLocks()  # the current run changes too (no longer current, or ended)
         if decision == StartDecision.TERMINATE_AND_START:
             apply_transition(
                 tx, current, request_rules.terminate(current, "terminated by a new start", now)
@@ -629,6 +634,20 @@ def may_fit_one_statement(completion: WorkflowTaskCompletion) -> bool:
     once instead of reading twice. A close may (``tx.closes_in_one_statement``).
     """
     return all(isinstance(c, _ONE_STATEMENT_COMMANDS) for c in completion.commands)
+
+
+def may_start_in_one_statement(req: StartRequest) -> bool:
+    """Whether a start may write as one statement (``Unlocked.new_run``): a run with its first
+    event and task only, nothing else in the transaction (no request id to record, no signal
+    or update with it, no concurrency key to count, no search attributes to index)."""
+    return (
+        req.request_id is None
+        and req.signal is None
+        and req.update is None
+        and req.concurrency_key is None
+        and not req.search_attributes
+        and req.parent_run_id is None
+    )
 
 
 def _note_closing(tx: Tx, completion: WorkflowTaskCompletion) -> None:

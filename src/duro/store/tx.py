@@ -99,6 +99,10 @@ class Unlocked:
     closing: bool = False
     """The operation's commands close the run: its read also checks whether the close must
     do more than the one statement does (end children, fail accepted updates)."""
+    new_run: tuple[str, list[Any]] | None = None
+    """A start: the new run's ``executions`` columns and values, which the one statement
+    inserts (with the run's state after its first transition) instead of a statement of
+    their own (``insert_execution``)."""
     armed: bool = False
     """The next write is the operation's one statement."""
     written: bool = False
@@ -418,12 +422,30 @@ def apply_transition(
         if t.close is not None:
             tx.notes.add(("closed", run.run_id))
             tx.notes.add(("closed", run.namespace, run.workflow_id))
-        _write_unlocked(tx, run, t, claims, rows if events else [], (sets, params))
+        first_task = None
+        if tx.unlocked.new_run is not None:
+            first_task = _FirstTask(
+                claims if claim_wt else None,
+                visible,
+                t.wt_attempt or 1,
+                (new_next, int(wt_state), added_bytes),
+            )
+            if first_task.claims is None:
+                tx.notes.add(("workflow", run.namespace, run.task_queue))
+        task_id = _write_unlocked(
+            tx, run, t, claims, rows if events else [], (sets, params), first_task
+        )
         run.next_event_id = new_next
         run.wt_state = wt_state
         run.history_size += added_bytes
         if t.close is not None:
             run.status = t.close
+        if first_task is not None and first_task.claims is not None:
+            assert task_id is not None
+            assert first_task.lease_id is not None
+            first_task.claims.workflow_lease = workflow_lease(
+                tx, run, task_id, first_task.lease_id, first_task.attempt, first_task.cached_upto
+            )
         return new_next
     update = f"UPDATE executions SET {', '.join(sets)} WHERE run_id = ? AND next_event_id = ?"
     # PostgreSQL: the events, the finished activities' task rows and the run's update in one
@@ -610,29 +632,31 @@ def insert_execution(
 
     ``parent`` is ``(parent workflow id, parent run id, seq, close policy)`` for a child run.
     """
-    tx.conn.execute(
-        "INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, "
-        "status, is_current, start_time, next_event_id, wt_state, args, memo, "
-        "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, "
-        "execution_deadline, run_timeout, priority, concurrency_key, admitted) "
-        "VALUES (?, ?, ?, ?, ?, 'Running', 1, ?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            namespace,
-            workflow_id,
-            workflow_type,
-            task_queue,
-            tx.now,
-            dumps(args),
-            memo_json,
-            *parent,
-            execution_deadline,
-            run_timeout,
-            priority,
-            concurrency_key,
-            int(admitted),
-        ),
-    )
+    values = [
+        run_id,
+        namespace,
+        workflow_id,
+        workflow_type,
+        task_queue,
+        RunStatus.RUNNING.value,
+        tx.now,
+        dumps(args),
+        memo_json,
+        *parent,
+        execution_deadline,
+        run_timeout,
+        priority,
+        concurrency_key,
+        int(admitted),
+    ]
+    if tx.unlocked is not None:
+        tx.unlocked.new_run = (_EXECUTION_COLUMNS, values)
+    else:
+        tx.conn.execute(
+            f"INSERT INTO executions ({_EXECUTION_COLUMNS}, is_current, next_event_id, wt_state) "
+            f"VALUES ({', '.join('?' * len(values))}, 1, 1, 0)",
+            values,
+        )
     return RunRecord(
         namespace=namespace,
         workflow_id=workflow_id,
@@ -647,6 +671,14 @@ def insert_execution(
         priority=priority,
         concurrency_key=concurrency_key,
     )
+
+
+_EXECUTION_COLUMNS = (
+    "run_id, namespace, workflow_id, workflow_type, task_queue, status, start_time, args, memo, "
+    "parent_workflow_id, parent_run_id, parent_seq, parent_close_policy, execution_deadline, "
+    "run_timeout, priority, concurrency_key, admitted"
+)
+"""A new run's own columns (``insert_execution``); it starts current, with no history."""
 
 
 def key_limit(tx: Tx, namespace: str, workflow_type: str) -> int | None:
@@ -930,14 +962,21 @@ def _activity_lease(
 def fits_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> bool:
     """Whether ``t``'s writes fit the unlocked step's one statement (``Unlocked``): events, the
     finished activities' task rows or the completed workflow task's, new activity tasks and
-    timers, and the run's row; or a close that ends only this run (``closes_in_one_statement``)."""
+    timers, and the run's row; or a close that ends only this run (``closes_in_one_statement``);
+    or a new run's row, first events, workflow task and timers (``Unlocked.new_run``)."""
     ends_workflow_task = unlocked.task_kind == "workflow" and (
         t.wt_state == WorkflowTaskState.IDLE or t.close is not None
     )
+    if unlocked.new_run is not None:  # a start: the run's row, its first events and task
+        shape_fits = t.close is None and t.wt_failure is None
+    else:
+        shape_fits = (
+            (run.wt_state == WorkflowTaskState.IDLE or ends_workflow_task)
+            and t.wt_state != WorkflowTaskState.SCHEDULED
+            and (t.close is None or closes_in_one_statement(run, t, unlocked))
+        )
     return (
-        (run.wt_state == WorkflowTaskState.IDLE or ends_workflow_task)
-        and t.wt_state != WorkflowTaskState.SCHEDULED
-        and (t.close is None or closes_in_one_statement(run, t, unlocked))
+        shape_fits
         and not (t.flush_buffer and run.has_buffered)
         and not t.buffer
         and not t.search_attributes
@@ -965,6 +1004,23 @@ def closes_in_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -
     )
 
 
+@dataclass(slots=True)
+class _FirstTask:
+    """A new run's first workflow task, which the start's one statement writes (leased at once
+    to ``claims`` if given), and the run's state once the start's transition is applied."""
+
+    claims: Claims | None
+    visible: float
+    attempt: int
+    run_state: tuple[int, int, int]
+    """``next_event_id``, ``wt_state`` and ``history_size`` of the new run's row."""
+    lease_id: str | None = None
+
+    @property
+    def cached_upto(self) -> Callable[[str], int] | None:
+        return self.claims.cached_upto if self.claims is not None else None
+
+
 def _write_unlocked(
     tx: Tx,
     run: RunRecord,
@@ -972,32 +1028,51 @@ def _write_unlocked(
     claims: Claims | None,
     rows: list[tuple[Any, ...]],
     update: tuple[list[str], list[Any]],
-) -> None:
-    """Write a step that ``fits_one_statement`` as one statement, committed on its own.
+    first_task: _FirstTask | None = None,
+) -> int | None:
+    """Write a step that ``fits_one_statement`` as one statement, committed on its own; the
+    first workflow task's id for a start.
 
     ``r`` and ``k`` lock the run's row and the completed task's row, each only if it is still
     the version the operation read, and without waiting (a row another transaction holds may
     be about to change: the step takes the locked path at once). The run's update ``u`` runs
     only if both did, and every other write only if ``u`` did, so the statement writes all or
     nothing. Its wake-up (``pg_notify``) goes out only if it wrote.
+
+    A start (``Unlocked.new_run``) has ``e`` insert the run's row instead, unless the workflow
+    id has a current run by then (another start came first: the start runs again with locks,
+    and its id policies decide); every other write runs only if ``e`` did.
     """
     unlocked = tx.unlocked
     assert unlocked is not None
     now = tx.now
-    ctes = [
-        "r AS MATERIALIZED (SELECT 1 FROM executions WHERE run_id = ? AND xmin = ?::xid "
-        "FOR UPDATE NOWAIT)",
-        "k AS MATERIALIZED (SELECT 1 FROM tasks WHERE task_id = ? AND xmin = ?::xid "
-        "AND EXISTS (SELECT 1 FROM r) FOR UPDATE NOWAIT)",
-    ]
-    sets, set_params = update
-    ctes.append(
-        f"u AS (UPDATE executions SET {', '.join(sets)} "
-        "WHERE run_id = ? AND next_event_id = ? AND EXISTS (SELECT 1 FROM k) RETURNING 1)"
-    )
-    params: list[Any] = [run.run_id, unlocked.run_version, unlocked.task_id, unlocked.task_version]
-    params += [*set_params, run.run_id, run.next_event_id]
-    guard = "EXISTS (SELECT 1 FROM u)"  # every other write: only with the run's update
+    params: list[Any]
+    if unlocked.new_run is not None:
+        assert first_task is not None
+        columns, values = unlocked.new_run
+        ctes = [
+            f"e AS (INSERT INTO executions ({columns}, is_current, next_event_id, wt_state, "
+            f"history_size, wt_attempt) VALUES ({', '.join('?' * len(values))}, 1, ?, ?, ?, ?) "
+            "ON CONFLICT (namespace, workflow_id) WHERE is_current = 1 DO NOTHING RETURNING 1)"
+        ]
+        params = [*values, *first_task.run_state, first_task.attempt]
+        source = "e"
+    else:
+        ctes = [
+            "r AS MATERIALIZED (SELECT 1 FROM executions WHERE run_id = ? AND xmin = ?::xid "
+            "FOR UPDATE NOWAIT)",
+            "k AS MATERIALIZED (SELECT 1 FROM tasks WHERE task_id = ? AND xmin = ?::xid "
+            "AND EXISTS (SELECT 1 FROM r) FOR UPDATE NOWAIT)",
+        ]
+        sets, set_params = update
+        ctes.append(
+            f"u AS (UPDATE executions SET {', '.join(sets)} "
+            "WHERE run_id = ? AND next_event_id = ? AND EXISTS (SELECT 1 FROM k) RETURNING 1)"
+        )
+        params = [run.run_id, unlocked.run_version, unlocked.task_id, unlocked.task_version]
+        params += [*set_params, run.run_id, run.next_event_id]
+        source = "u"
+    guard = f"EXISTS (SELECT 1 FROM {source})"  # every other write: only with the run's row
     if rows:
         ctes.append(
             "h AS (INSERT INTO history (run_id, event_id, type, time, attrs) "
@@ -1032,6 +1107,18 @@ def _write_unlocked(
         params += [run.namespace, run.run_id, now]
         rows_of = [_activity_values(tx, a, lease) for a, lease in planned]
         params += [list(column) for column in zip(*rows_of, strict=True)]
+    if first_task is not None:
+        lease: tuple[str | None, str | None, float | None] = (None, None, None)
+        if first_task.claims is not None:
+            first_task.lease_id = new_id()
+            lease = (first_task.lease_id, first_task.claims.worker_id, now + WORKFLOW_TASK_LEASE)
+        ctes.append(
+            "w AS (INSERT INTO tasks (kind, namespace, task_queue, run_id, seq, visible_at, "
+            "attempt, lease_id, lease_owner, lease_expires, priority) "
+            f"SELECT 'workflow', ?, ?, ?, 0, ?, ?, ?, ?, ?, ? WHERE {guard} RETURNING task_id)"
+        )
+        params += [run.namespace, run.task_queue, run.run_id, first_task.visible]
+        params += [first_task.attempt, *lease, run.priority]
     if t.start_timers and not closing:
         ctes.append(
             "ti AS (INSERT INTO timers (run_id, seq, fire_at) SELECT ?, x.seq, x.fire_at "
@@ -1039,17 +1126,20 @@ def _write_unlocked(
         )
         params += [run.run_id, [s for s, _ in t.start_timers], [at for _, at in t.start_timers]]
         tx.notes.add("timer")
-    select = ["(SELECT count(*) FROM u)"]
+    select = [f"(SELECT count(*) FROM {source})"]
     if planned:
         select.append("(SELECT array_agg(ARRAY[seq, task_id]) FROM a)")
+    if first_task is not None:
+        select.append("(SELECT task_id FROM w)")
     if tx.notes:
-        select.append("(SELECT pg_notify(?, ?) FROM u)")
+        select.append(f"(SELECT pg_notify(?, ?) FROM {source})")
         params += unlocked.notification(tx.notes)
         unlocked.notified = set(tx.notes)
     unlocked.armed = True
     row = tx.conn.execute(f"WITH {', '.join(ctes)} SELECT {', '.join(select)}", params).fetchone()
     if row[0] != 1:
         raise ConcurrencyConflictError(run.run_id, run.next_event_id)
+    first_task_id: int | None = row[2 if planned else 1] if first_task is not None else None
     if planned and claims is not None:
         task_ids = {seq: task_id for seq, task_id in row[1]}
         claims.activity_leases += [
@@ -1057,6 +1147,7 @@ def _write_unlocked(
             for a, lease in planned
             if lease is not None
         ]
+    return first_task_id
 
 
 def _events_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
