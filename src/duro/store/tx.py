@@ -968,7 +968,9 @@ def fits_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> boo
         t.wt_state == WorkflowTaskState.IDLE or t.close is not None
     )
     if unlocked.new_run is not None:  # a start: the run's row, its first events and task
-        shape_fits = t.close is None and t.wt_failure is None
+        shape_fits = (
+            t.close is None and t.wt_failure is None and t.wt_state == WorkflowTaskState.SCHEDULED
+        )
     else:
         shape_fits = (
             (run.wt_state == WorkflowTaskState.IDLE or ends_workflow_task)
