@@ -19,7 +19,7 @@ import pytest
 
 from duro import commands as cmd
 from duro.engine.model import WorkflowTaskState
-from duro.engine.start import IdConflictPolicy, StartRequest
+from duro.engine.start import IdConflictPolicy, IdReusePolicy, StartRequest
 from duro.errors import (
     LeaseLostError,
     StoreError,
@@ -638,19 +638,81 @@ async def test_a_start_racing_another_start_of_its_id_writes_nothing_and_takes_l
         await admin.close()
 
 
-async def test_a_start_that_changes_the_current_run_or_records_more_takes_locks(
-    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A closed current run of the id stops being current in the same transaction: the read
-    finds it and the start takes locks. A request id is recorded too: locks at once."""
+async def _closed_run(pg: PostgresStore) -> str:
+    """A run of ``wf``, started and completed; its run id."""
     await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
     [lease] = await pg.poll_workflow_tasks(NS, "q", "w1", 10)
     await complete(pg, lease, cmd.CompleteWorkflow("first"))
     pg.retries.clear()
+    return lease.run_id
+
+
+async def test_a_start_over_a_closed_current_run_retires_it_in_the_same_statement(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reused workflow id: the closed run stops being current in the start's statement, only
+    if it is still the version the read saw. A reuse policy that refuses writes nothing."""
+    first = await _closed_run(pg)
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await pg.start_workflow(
+            StartRequest(NS, "wf", "Agent", "q", [], id_reuse_policy=IdReusePolicy.REJECT_DUPLICATE)
+        )
+    sent = _statements(monkeypatch)
     again = await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
-    assert again.started and again.run_id != lease.run_id
-    assert pg.retries == {"needs locks": 1}
+    assert again.started and again.run_id != first and not pg.retries
+    assert len(sent) == 2 and not any(s.startswith(("BEGIN", "COMMIT")) for s in sent), sent
+    admin = await asyncpg.connect(pg_database)
+    try:
+        rows = await admin.fetch("SELECT run_id, is_current, status FROM executions")
+    finally:
+        await admin.close()
+    assert {tuple(r) for r in rows} == {(first, 0, "Completed"), (again.run_id, 1, "Running")}
     assert (await pg.describe(NS, "wf")).run_id == again.run_id
+    assert [e.type for e in await pg.get_history(first)][-1] == (
+        EventType.WORKFLOW_EXECUTION_COMPLETED
+    )
+
+
+async def test_a_start_over_a_closed_run_another_start_retired_meanwhile_writes_nothing(
+    pg: PostgresStore, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another store reuses the id between the read and the write: the closed run is no
+    longer the version read, so the statement writes nothing; the locked retry finds the
+    other start's run running and the default policy refuses."""
+    await _closed_run(pg)
+    other = await PostgresStore.open(pg_database)
+
+    async def other_start(_tx: Any) -> None:
+        await other.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+
+    _before_the_write(monkeypatch, other_start)
+    try:
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
+    finally:
+        await other.close()
+    assert pg.retries == {"ConcurrencyConflictError": 1}
+    admin = await asyncpg.connect(pg_database)
+    try:
+        assert await admin.fetchval("SELECT count(*) FROM executions") == 2
+        assert await admin.fetchval("SELECT count(*) FROM executions WHERE is_current = 1") == 1
+    finally:
+        await admin.close()
+
+
+async def test_a_start_that_ends_the_current_run_or_records_more_takes_locks(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Terminating a running current run is more than the statement writes: the read finds it
+    and the start takes locks. A request id is recorded too: locks at once."""
+    first = (await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))).run_id
+    again = await pg.start_workflow(
+        StartRequest(
+            NS, "wf", "Agent", "q", [], id_conflict_policy=IdConflictPolicy.TERMINATE_EXISTING
+        )
+    )
+    assert again.started and pg.retries == {"needs locks": 1}
+    assert (await pg.describe(NS, "wf", first)).status == RunStatus.TERMINATED
     sent = _statements(monkeypatch)
     await pg.start_workflow(StartRequest(NS, "wf2", "Agent", "q", [], request_id="r1"))
     assert sent[0] == "BEGIN"

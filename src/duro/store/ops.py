@@ -115,27 +115,32 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
             return StartResult(run_id=row[0], started=False, repeated=True)
     # (Two starts of a new id racing on a multi-writer store: the unique index on current runs
     # rejects the second, which is retried and then sees the first.)
-    # Unlocked (a start of a new id in one statement): read without a lock; a current run
-    # that appears meanwhile makes the statement write nothing, and the start runs again.
-    lock = "" if tx.unlocked is not None else tx.dialect.for_update
+    # Unlocked (a start in one statement): read without a lock, keeping the current run's
+    # version; if that run changes or another appears meanwhile, the statement writes nothing
+    # and the start runs again with locks.
+    unlocked = tx.unlocked
+    version, lock = (", xmin", "") if unlocked is not None else ("", tx.dialect.for_update)
     row = conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM executions WHERE namespace = ? AND workflow_id = ? "
+        f"SELECT {RUN_COLUMNS}{version} FROM executions WHERE namespace = ? AND workflow_id = ? "
         f"AND is_current = 1{lock}",
         (req.namespace, req.workflow_id),
     ).fetchone()
-    current = run_from_row(row) if row else None
+    current = run_from_row(row[: len(RUN_COLUMNS.split(","))]) if row else None
     decision = start_rules.decide_start(req, current)
     if decision == StartDecision.USE_EXISTING:
         assert current is not None
         return StartResult(run_id=current.run_id, started=False)
     if current is not None:
-        if tx.unlocked is not None:
-            raise NeedsLocks()  # the current run changes too (no longer current, or ended)
-        if decision == StartDecision.TERMINATE_AND_START:
+        if unlocked is not None:
+            if decision != StartDecision.START:
+                raise NeedsLocks()  # the current run must be ended first
+            unlocked.retire = (current.run_id, row[-1])  # a closed run: no longer current
+        elif decision == StartDecision.TERMINATE_AND_START:
             apply_transition(
                 tx, current, request_rules.terminate(current, "terminated by a new start", now)
             )
-        conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
+        if unlocked is None:
+            conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
     run_id = new_run_id()
     admitted = True
     if req.concurrency_key is not None:

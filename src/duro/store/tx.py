@@ -103,6 +103,9 @@ class Unlocked:
     """A start: the new run's ``executions`` columns and values, which the one statement
     inserts (with the run's state after its first transition) instead of a statement of
     their own (``insert_execution``)."""
+    retire: tuple[str, int] | None = None
+    """A start whose workflow id has a closed current run: that run's id and the version
+    read; the one statement makes it no longer current, and inserts only if it still was."""
     armed: bool = False
     """The next write is the operation's one statement."""
     written: bool = False
@@ -1043,7 +1046,9 @@ def _write_unlocked(
 
     A start (``Unlocked.new_run``) has ``e`` insert the run's row instead, unless the workflow
     id has a current run by then (another start came first: the start runs again with locks,
-    and its id policies decide); every other write runs only if ``e`` did.
+    and its id policies decide); every other write runs only if ``e`` did. Over a closed
+    current run (``Unlocked.retire``), ``o`` first makes that run no longer current, only if
+    it is still the version read, and ``e`` inserts only if ``o`` did.
     """
     unlocked = tx.unlocked
     assert unlocked is not None
@@ -1052,12 +1057,21 @@ def _write_unlocked(
     if unlocked.new_run is not None:
         assert first_task is not None
         columns, values = unlocked.new_run
-        ctes = [
+        ctes, params, only_if = [], [], ""
+        if unlocked.retire is not None:  # the id's closed run, unchanged since read, first
+            ctes.append(
+                "o AS (UPDATE executions SET is_current = 0 WHERE run_id = ? AND xmin = ?::xid "
+                "AND is_current = 1 RETURNING 1)"
+            )
+            params += list(unlocked.retire)
+            only_if = " WHERE EXISTS (SELECT 1 FROM o)"
+        ctes.append(
             f"e AS (INSERT INTO executions ({columns}, is_current, next_event_id, wt_state, "
-            f"history_size, wt_attempt) VALUES ({', '.join('?' * len(values))}, 1, ?, ?, ?, ?) "
-            "ON CONFLICT (namespace, workflow_id) WHERE is_current = 1 DO NOTHING RETURNING 1)"
-        ]
-        params = [*values, *first_task.run_state, first_task.attempt]
+            f"history_size, wt_attempt) SELECT {', '.join('?' * len(values))}, 1, ?, ?, ?, ?"
+            f"{only_if} ON CONFLICT (namespace, workflow_id) WHERE is_current = 1 DO NOTHING "
+            "RETURNING 1)"
+        )
+        params += [*values, *first_task.run_state, first_task.attempt]
         source = "e"
     else:
         ctes = [
