@@ -47,6 +47,16 @@ async def pg(pg_database: str) -> AsyncIterator[PostgresStore]:
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _admin(pg_database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, beside the store's, to look at or change rows."""
+    conn = await asyncpg.connect(pg_database)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 class Pause:
     """While armed, the next call of ``ops.<name>`` stops inside its transaction until
     ``release`` is set (the transaction keeps its locks meanwhile)."""
@@ -342,15 +352,12 @@ async def test_a_step_that_closes_the_run_is_one_read_and_one_statement(
         EventType.WORKFLOW_TASK_COMPLETED,
         EventType.WORKFLOW_EXECUTION_COMPLETED,
     ]
-    admin = await asyncpg.connect(pg_database)
-    try:
+    async with _admin(pg_database) as admin:
         for table in ("tasks", "timers"):
             left = await admin.fetchval(
                 f"SELECT count(*) FROM {table} WHERE run_id = $1", first.run_id
             )
             assert left == 0, table
-    finally:
-        await admin.close()
 
 
 @pytest.mark.parametrize("policy", ["terminate", "abandon"])
@@ -576,8 +583,7 @@ async def test_a_start_of_a_new_id_is_one_read_and_one_statement(
     )
     assert started.started and not pg.retries
     assert len(sent) == 2 and not any(s.startswith(("BEGIN", "COMMIT")) for s in sent), sent
-    admin = await asyncpg.connect(pg_database)
-    try:
+    async with _admin(pg_database) as admin:
         row = await admin.fetchrow(
             "SELECT status, is_current, next_event_id, wt_state, wt_attempt, history_size "
             "FROM executions WHERE run_id = $1",
@@ -585,8 +591,6 @@ async def test_a_start_of_a_new_id_is_one_read_and_one_statement(
         )
         attrs = await admin.fetchval("SELECT attrs FROM history WHERE run_id = $1", started.run_id)
         timers = await admin.fetch("SELECT seq FROM timers WHERE run_id = $1", started.run_id)
-    finally:
-        await admin.close()
     state = WorkflowTaskState.STARTED if eager else WorkflowTaskState.SCHEDULED
     assert tuple(row) == ("Running", 1, 2, state, 1, len(attrs))
     assert sorted(r[0] for r in timers) == [-1, 0]
@@ -629,13 +633,10 @@ async def test_a_start_racing_another_start_of_its_id_writes_nothing_and_takes_l
     finally:
         await other.close()
     assert pg.retries == {"ConcurrencyConflictError": 1}
-    admin = await asyncpg.connect(pg_database)
-    try:
+    async with _admin(pg_database) as admin:
         assert await admin.fetchval("SELECT count(*) FROM executions") == 1
         assert await admin.fetchval("SELECT count(*) FROM history") == 1
         assert await admin.fetchval("SELECT count(*) FROM tasks") == 1
-    finally:
-        await admin.close()
 
 
 async def _closed_run(pg: PostgresStore) -> str:
@@ -661,11 +662,8 @@ async def test_a_start_over_a_closed_current_run_retires_it_in_the_same_statemen
     again = await pg.start_workflow(StartRequest(NS, "wf", "Agent", "q", []))
     assert again.started and again.run_id != first and not pg.retries
     assert len(sent) == 2 and not any(s.startswith(("BEGIN", "COMMIT")) for s in sent), sent
-    admin = await asyncpg.connect(pg_database)
-    try:
+    async with _admin(pg_database) as admin:
         rows = await admin.fetch("SELECT run_id, is_current, status FROM executions")
-    finally:
-        await admin.close()
     assert {tuple(r) for r in rows} == {(first, 0, "Completed"), (again.run_id, 1, "Running")}
     assert (await pg.describe(NS, "wf")).run_id == again.run_id
     assert [e.type for e in await pg.get_history(first)][-1] == (
@@ -692,12 +690,9 @@ async def test_a_start_over_a_closed_run_another_start_retired_meanwhile_writes_
     finally:
         await other.close()
     assert pg.retries == {"ConcurrencyConflictError": 1}
-    admin = await asyncpg.connect(pg_database)
-    try:
+    async with _admin(pg_database) as admin:
         assert await admin.fetchval("SELECT count(*) FROM executions") == 2
         assert await admin.fetchval("SELECT count(*) FROM executions WHERE is_current = 1") == 1
-    finally:
-        await admin.close()
 
 
 async def test_a_start_that_ends_the_current_run_or_records_more_takes_locks(

@@ -125,22 +125,21 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         f"AND is_current = 1{lock}",
         (req.namespace, req.workflow_id),
     ).fetchone()
-    current = run_from_row(row[: len(RUN_COLUMNS.split(","))]) if row else None
+    current = run_from_row(row[:-1] if version else row) if row else None
     decision = start_rules.decide_start(req, current)
     if decision == StartDecision.USE_EXISTING:
         assert current is not None
         return StartResult(run_id=current.run_id, started=False)
-    if current is not None:
-        if unlocked is not None:
-            if decision != StartDecision.START:
-                raise NeedsLocks()  # the current run must be ended first
-            unlocked.retire = (current.run_id, row[-1])  # a closed run: no longer current
-        elif decision == StartDecision.TERMINATE_AND_START:
+    if current is not None and unlocked is not None:
+        if decision != StartDecision.START:
+            raise NeedsLocks()  # the running current run must be ended first
+        unlocked.retire = (current.run_id, row[-1])  # closed: the statement retires it
+    elif current is not None:
+        if decision == StartDecision.TERMINATE_AND_START:
             apply_transition(
                 tx, current, request_rules.terminate(current, "terminated by a new start", now)
             )
-        if unlocked is None:
-            conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
+        conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
     run_id = new_run_id()
     admitted = True
     if req.concurrency_key is not None:

@@ -103,9 +103,9 @@ reported as ambiguous). One timer for the statements, not asyncpg's ``command_ti
 statement, a measurable cost on every step)."""
 
 
-_PLACEHOLDER = re.compile(r"'[^']*'|\?")
-_WRITE_AFTER_WITH = re.compile(r"\)\s*(INSERT|UPDATE|DELETE)\b")
 _LITERAL = re.compile(r"'[^']*'")
+_PLACEHOLDER = re.compile(rf"{_LITERAL.pattern}|\?")
+_WRITE_AFTER_WITH = re.compile(r"\)\s*(INSERT|UPDATE|DELETE)\b")
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE|ROLLBACK)\b")
 _translated: dict[str, tuple[str, bool, bool]] = {}
 

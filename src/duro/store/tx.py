@@ -967,14 +967,14 @@ def fits_one_statement(run: RunRecord, t: Transition, unlocked: Unlocked) -> boo
     finished activities' task rows or the completed workflow task's, new activity tasks and
     timers, and the run's row; or a close that ends only this run (``closes_in_one_statement``);
     or a new run's row, first events, workflow task and timers (``Unlocked.new_run``)."""
-    ends_workflow_task = unlocked.task_kind == "workflow" and (
-        t.wt_state == WorkflowTaskState.IDLE or t.close is not None
-    )
     if unlocked.new_run is not None:  # a start: the run's row, its first events and task
         shape_fits = (
             t.close is None and t.wt_failure is None and t.wt_state == WorkflowTaskState.SCHEDULED
         )
     else:
+        ends_workflow_task = unlocked.task_kind == "workflow" and (
+            t.wt_state == WorkflowTaskState.IDLE or t.close is not None
+        )
         shape_fits = (
             (run.wt_state == WorkflowTaskState.IDLE or ends_workflow_task)
             and t.wt_state != WorkflowTaskState.SCHEDULED
