@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from duro import Client, RetryPolicy, Worker, WorkflowFailureError, activity, workflow
+from duro import (
+    Client,
+    IdConflictPolicy,
+    RetryPolicy,
+    Worker,
+    WorkflowAlreadyStartedError,
+    WorkflowFailureError,
+    activity,
+    workflow,
+)
 from duro.converter import dumps
 from duro.definitions import workflow_definition
 from duro.errors import StoreError
-from duro.history import Event, EventType
+from duro.history import Event, EventType, RunStatus
 from duro.runtime.replay import replay
 
 
@@ -479,6 +488,126 @@ async def test_a_start_hands_the_first_task_to_a_worker_of_the_same_client(
         assert worker.statistics().eager_starts == 0
 
 
+@workflow.defn
+async def notes_its_first_task(items: list[int]) -> list[float]:
+    items.append(99)  # the code's own copy of its arguments: must not reach the history
+    info = workflow.info()
+    seen = [
+        info.start_time.timestamp(),
+        workflow.now().timestamp(),
+        float(info.history_length),
+        float(info.history_size),
+        float(len(items)),
+    ]
+    await add(0, 0)
+    return seen
+
+
+async def test_a_fused_start_writes_the_history_a_start_and_its_task_write(
+    client: Client,
+) -> None:
+    """Where the store fuses (SQLite), an eager start runs the first task before the start and
+    records both in one transaction. The history is the one an eager start that leases the
+    task writes, the code saw the start time and history it replays with, and its edits to
+    its arguments are not recorded."""
+    fuses = client.store.fuses_first_task
+    histories = []
+    for fused in (True, False):
+        store_fuses = fuses and fused
+        client.store.fuses_first_task = store_fuses  # type: ignore[misc]
+        try:
+            async with Worker(client, workflows=[notes_its_first_task], activities=[add]) as w:
+                handle = await client.start_workflow(notes_its_first_task, [1, 2], id=wid())
+                seen = await handle.result(timeout=10)
+                stats = w.statistics()
+        finally:
+            del client.store.fuses_first_task
+        assert (stats.eager_starts, stats.fused_starts) == (1, 1 if store_fuses else 0)
+        assert stats.cache_misses == 1  # the first task built the instance; the rest hit it
+        history = await handle.fetch_history()
+        started = history[0]
+        assert started.attrs["args"] == [[1, 2]]
+        start_time = datetime.fromtimestamp(started.time, UTC).timestamp()  # as the code sees it
+        assert seen[0] == start_time
+        assert seen[2:] == [1.0, float(len(dumps(started.attrs))), 3.0]
+        assert seen[1] == start_time  # the first task runs at the start's own time
+        _assert_sizes_seen(history)
+        defn = workflow_definition(notes_its_first_task)
+        assert defn is not None
+        inst = replay(defn, history)
+        assert inst._main is not None and inst._main.result() == seen
+        histories.append(history)
+    assert _shape(histories[0])[:-1] == _shape(histories[1])[:-1]  # the results hold times
+
+
+BROKEN = {"on": True}
+
+
+@workflow.defn
+async def broken_until_fixed(n: int) -> int:
+    if BROKEN["on"]:
+        time.time()  # the determinism guard fails the task (retried), not the run
+    return await add(n, 0)
+
+
+async def test_a_first_task_that_raises_takes_the_usual_path(client: Client) -> None:
+    """Code that raises in the task run ahead of its start fuses nothing: the start leases the
+    task here, which runs again from history and records its failure; once fixed, the retry
+    passes."""
+    BROKEN["on"] = True
+    async with Worker(client, workflows=[broken_until_fixed], activities=[add]) as worker:
+        handle = await client.start_workflow(broken_until_fixed, 1, id=wid())
+        for _ in range(500):
+            if worker.statistics().workflow_tasks_failed:
+                break
+            await asyncio.sleep(0.01)
+        BROKEN["on"] = False
+        assert await handle.result(timeout=20) == 1
+        stats = worker.statistics()
+    assert (stats.eager_starts, stats.fused_starts, stats.workflow_tasks_failed) == (1, 0, 1)
+    kinds = [e.type for e in await handle.fetch_history()]
+    assert kinds.count(EventType.WORKFLOW_TASK_COMPLETED) == 2
+
+
+@workflow.defn
+async def returns_at_once(n: int) -> int:
+    return n * 2
+
+
+async def test_an_eager_start_that_finds_the_id_running_frees_what_it_reserved(
+    client: Client,
+) -> None:
+    """The task run ahead belongs to a run that is never started: the start raises (or
+    returns the running run), nothing of the task is written and the worker's slots are
+    free again. A run that ends in its first task closes with its start."""
+    async with Worker(client, workflows=[count_to, returns_at_once], activities=[add]) as w:
+        handle = await client.start_workflow(count_to, 3, id="taken")
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await client.start_workflow(count_to, 3, id="taken")
+        same = await client.start_workflow(
+            count_to, 3, id="taken", id_conflict_policy=IdConflictPolicy.USE_EXISTING
+        )
+        assert same.run_id == handle.run_id
+        assert await handle.result(timeout=10) == 3
+        quick = await client.start_workflow(
+            returns_at_once, 21, id=wid(), run_timeout=timedelta(minutes=1)
+        )
+        assert await quick.result(timeout=10) == 42
+        stats = w.statistics()
+    fused = client.store.fuses_first_task
+    assert (stats.eager_starts, stats.fused_starts) == (2, 2 if fused else 0)
+    assert (stats.workflow_tasks_in_flight, stats.activities_in_flight) == (0, 0)
+    kinds = [e.type for e in await handle.fetch_history()]
+    assert kinds.count(EventType.WORKFLOW_EXECUTION_STARTED) == 1
+    assert kinds.count(EventType.ACTIVITY_TASK_SCHEDULED) == 3
+    assert [e.type for e in await quick.fetch_history()] == [
+        EventType.WORKFLOW_EXECUTION_STARTED,
+        EventType.WORKFLOW_TASK_COMPLETED,
+        EventType.WORKFLOW_EXECUTION_COMPLETED,
+    ]
+    assert (await quick.describe()).status == RunStatus.COMPLETED
+
+
 @activity.defn
 async def fetch_items() -> dict[str, Any]:  # Any: the code gets the decoded value itself
     return {"items": [1]}
@@ -548,9 +677,9 @@ async def test_a_worker_stopping_during_an_eager_start_runs_its_task_first(
     await worker.__aenter__()
     original = client.store.start_workflow
 
-    async def slow_start(req):  # type: ignore[no-untyped-def]
+    async def slow_start(*args):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.3)  # a busy store: the start commits late
-        return await original(req)
+        return await original(*args)
 
     client.store.start_workflow = slow_start  # type: ignore[method-assign]
     try:
@@ -572,13 +701,14 @@ async def test_a_start_cancelled_after_its_commit_still_hands_over_its_task(
     client: Client,
 ) -> None:
     """The caller of an eager start is cancelled once the store committed: the worker still
-    gets the lease, so the run does not wait out the lease (10 s)."""
+    gets the lease (or, fused, caches the run and runs the activities it claimed), so the run
+    does not wait out a lease (10 s)."""
     async with Worker(client, workflows=[count_to], activities=[add]) as worker:
         original = client.store.start_workflow
         starting: asyncio.Task[object] | None = None
 
-        async def commits_then_loses_its_caller(req):  # type: ignore[no-untyped-def]
-            result = await original(req)
+        async def commits_then_loses_its_caller(*args):  # type: ignore[no-untyped-def]
+            result = await original(*args)
             assert starting is not None
             starting.cancel()  # the caller gives up just as the commit returns
             await asyncio.sleep(0)  # where a caller awaiting the store would see it

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import json
 import math
 import os
@@ -54,7 +53,6 @@ from duro.store.protocol import (
     RunOutcome,
     ScheduleInfo,
     StartResult,
-    WorkflowTaskLease,
 )
 from duro.visibility import FIELDS, parse_query
 
@@ -83,13 +81,13 @@ class _LocalWorker(Protocol):
 
     def _reserve_eager_start(self, workflow_type: str) -> bool: ...
 
-    def _take_eager_start(self, lease: WorkflowTaskLease | None) -> None: ...
+    async def _start_eagerly(self, req: StartRequest) -> StartResult: ...
 
 
-def _hand_over(worker: _LocalWorker, call: asyncio.Future[StartResult]) -> None:
-    """An eager start's store call ended: the worker runs the leased task or frees its slot."""
-    ok = not call.cancelled() and call.exception() is None
-    worker._take_eager_start(call.result().workflow_lease if ok else None)
+def _retrieve(call: asyncio.Future[StartResult]) -> None:
+    """An eager start's outcome, when its caller was cancelled: seen, so asyncio logs nothing."""
+    if not call.cancelled():
+        call.exception()
 
 
 class Client:
@@ -244,10 +242,10 @@ class Client:
             started = await self.store.start_workflow(req)
         else:
             req.eager_worker_id, req.eager_build_id = worker.worker_id, worker.build_id
-            call = asyncio.ensure_future(self.store.start_workflow(req))
-            # The worker gets the lease (or its slot back) whatever becomes of this caller: a
+            # The worker gets the task (or its slot back) whatever becomes of this caller: a
             # lease that committed but was never handed over would hold the run for 10 s.
-            call.add_done_callback(functools.partial(_hand_over, worker))
+            call = asyncio.ensure_future(worker._start_eagerly(req))
+            call.add_done_callback(_retrieve)
             started = await asyncio.shield(call)
         result_type = defn.run_signature.return_hint if defn is not None else None
         handle = WorkflowHandle(

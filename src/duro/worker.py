@@ -47,6 +47,8 @@ from duro.definitions import (
     workflow_definition,
 )
 from duro.engine import activity as activity_rules
+from duro.engine import start as start_rules
+from duro.engine.start import StartRequest
 from duro.errors import (
     ApplicationError,
     LeaseLostError,
@@ -64,11 +66,14 @@ from duro.runtime.replay import advance, new_instance, replay
 from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
+    FirstTask,
     QueryTask,
+    StartResult,
     Store,
     WorkflowTaskCompletion,
     WorkflowTaskLease,
 )
+from duro.store.tx import new_run_id
 
 if TYPE_CHECKING:
     from duro.client import Client
@@ -103,6 +108,9 @@ class WorkerStatistics:
     """Activity results recorded in one transaction with the workflow task they woke."""
     eager_starts: int = 0
     """Runs whose first workflow task their start handed straight to this worker."""
+    fused_starts: int = 0
+    """Eager starts whose first workflow task ran before the start and was recorded with it
+    (on stores where that saves a transaction: ``Store.fuses_first_task``)."""
 
 
 class _RunCache:
@@ -386,6 +394,7 @@ class Worker:
             cache_misses=s["cache_miss"],
             fused_steps=s["fused"],
             eager_starts=s["eager_start"],
+            fused_starts=s["fused_start"],
         )
 
     # -- background loops ------------------------------------------------------------------------
@@ -496,6 +505,64 @@ class Worker:
         self._wt_in_flight += 1
         self._eager_reserved += 1
         return True
+
+    async def _start_eagerly(self, req: StartRequest) -> StartResult:
+        """Start a run whose first task this worker holds a slot for (``_reserve_eager_start``);
+        the slot is filled or freed before this returns, whatever the start did.
+
+        Where the store fuses (``Store.fuses_first_task``), the task runs first, on the first
+        event the start is about to write, and the store records both in one transaction, as
+        ``_advance_on_result`` does for a result. Otherwise, or if the code raised, the start
+        leases the task here and it runs as usual.
+        """
+        ahead = self._run_first_task(req) if self.store.fuses_first_task else None
+        if ahead is None:
+            try:
+                result = await self.store.start_workflow(req)
+            except BaseException:
+                self._take_eager_start(None)
+                raise
+            self._take_eager_start(result.workflow_lease)
+            return result
+        inst, first = ahead
+        lease = None
+        try:
+            async with self._run_lock(first.run_id):
+                reserved = first.completion.eager_activities
+                try:
+                    result = await self.store.start_workflow(req, first)
+                finally:
+                    if reserved:
+                        self._release_slots(reserved)
+                if result.completion is not None:
+                    self._stats["eager_start"] += 1
+                    self._stats["fused_start"] += 1
+                    self._task_completed(first.run_id, inst, result.completion)
+                lease = result.workflow_lease  # started, but the task could not go with it
+        finally:
+            self._take_eager_start(lease)
+        return result
+
+    def _run_first_task(self, req: StartRequest) -> tuple[WorkflowInstance, FirstTask] | None:
+        """Run a new run's first task ahead of its start: the instance and what to record.
+        None if the code raised: the usual path runs the task again and records the failure."""
+        defn = self._workflows[req.workflow_type]
+        run_id = new_run_id()
+        now = self.store.now()
+        started = start_rules.start_workflow(req, run_id, now).append[0]
+        # The code gets a decoded copy of its arguments, as from the store: what it does to
+        # them must not change what the start records.
+        encoded = dumps(started.attrs)
+        event = Event(1, started.type, now, loads(encoded))
+        self._stats["cache_miss"] += 1
+        inst = new_instance(
+            defn, event, determinism_guards=self._guards, deadlock_timeout=self._deadlock_timeout
+        )
+        try:
+            commands = advance(inst, [event], now, task_history=(1, len(encoded)))
+        except (Exception, SystemExit, KeyboardInterrupt):
+            return None
+        return inst, FirstTask(run_id, now, self._completion(inst, commands, now, len(encoded)))
 
     def _take_eager_start(self, lease: WorkflowTaskLease | None) -> None:
         """The start returned (or failed): run the task it leased here, or free the slot."""

@@ -7,20 +7,28 @@ import dataclasses
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from duro import commands as cmd
 from duro.converter import dumps
-from duro.engine.start import StartRequest
+from duro.engine.start import IdConflictPolicy, StartRequest
 from duro.errors import LeaseLostError, SchemaError, StoreError, WorkflowNotFoundError
-from duro.history import EventType, RunStatus
+from duro.history import Event, EventType, RunStatus
 from duro.retry import RetryPolicy
 from duro.store import schema_status
 from duro.store.postgres import PostgresStore
-from duro.store.protocol import FlowLimit, Store, WorkflowTaskCompletion, WorkflowTaskLease
+from duro.store.protocol import (
+    FirstTask,
+    FlowLimit,
+    Store,
+    WorkflowTaskCompletion,
+    WorkflowTaskLease,
+)
 from duro.store.sqlite import SQLiteStore
+from duro.store.tx import new_run_id
 
 from .conftest import FakeClock
 
@@ -554,6 +562,99 @@ async def test_an_eager_start_leases_the_first_task_in_its_transaction(store: St
     assert (await store.start_workflow(req)).workflow_lease is None
     lease = await poll_one(store, "w2")
     assert types(lease.history) == ["WorkflowExecutionStarted", "WorkflowExecutionSignaled"]
+
+
+async def _rows(store: Store, table: str, run_id: str) -> list[dict[str, object]]:
+    """A run's rows of ``table``, read over the test's own connection, without the columns
+    that name the run or are drawn afresh for every row (ids, lease ids)."""
+    if isinstance(store, SQLiteStore):
+        conn = sqlite3.connect(store.path)
+        conn.row_factory = sqlite3.Row
+        try:
+            found = [
+                dict(r) for r in conn.execute(f"SELECT * FROM {table} WHERE run_id = ?", (run_id,))
+            ]
+        finally:
+            conn.close()
+    else:
+        assert isinstance(store, PostgresStore)
+        pg = await asyncpg.connect(store.url)
+        try:
+            found = [
+                dict(r) for r in await pg.fetch(f"SELECT * FROM {table} WHERE run_id = $1", run_id)
+            ]
+        finally:
+            await pg.close()
+    drawn = {"run_id", "workflow_id", "task_id", "lease_id"}
+    return sorted(({k: v for k, v in row.items() if k not in drawn} for row in found), key=repr)
+
+
+async def test_a_fused_start_writes_what_a_start_and_its_first_task_write(
+    store: Store, clock: FakeClock
+) -> None:
+    """A start given its first task, run ahead (``FirstTask``), leaves the same history and
+    rows as an eager start whose task then completed: one run, one activity leased to the
+    worker, the timer and the run's timeout timer, no workflow task. A start that finds a
+    running run returns it and writes nothing of the task."""
+
+    def request(wid: str, **options: Any) -> StartRequest:
+        return StartRequest(
+            NS,
+            wid,
+            "Agent",
+            Q,
+            ["hi"],
+            memo={"m": 1},
+            run_timeout=60.0,
+            eager_worker_id="w1",
+            **options,
+        )
+
+    commands = [schedule(1), cmd.StartTimer(2, 5.0)]
+    usual = await store.start_workflow(request("a"))
+    lease = usual.workflow_lease
+    assert lease is not None
+    completion = WorkflowTaskCompletion(
+        commands,
+        clock(),
+        worker_id="w1",
+        eager_activity_queue=Q,
+        eager_activities=1,
+        history_size=lease.history_size,
+    )
+    done = await store.complete_workflow_task(lease, completion)
+    first = FirstTask(new_run_id(), clock(), completion)
+    fused = await store.start_workflow(request("b"), first)
+    assert (fused.run_id, fused.started, fused.workflow_lease) == (first.run_id, True, None)
+    assert fused.completion is not None
+    assert fused.completion.last_event_id == done.last_event_id == 4
+    assert fused.completion.history_size == done.history_size
+    assert [(a.seq, a.args, a.attempt) for a in fused.completion.activity_leases] == [(1, [1], 1)]
+
+    def shape(history: list[Event]) -> list[tuple[object, ...]]:
+        names = {"run_id", "workflow_id"}
+        return [
+            (e.event_id, e.type, e.time, {k: v for k, v in e.attrs.items() if k not in names})
+            for e in history
+        ]
+
+    assert shape(await store.get_history(fused.run_id)) == shape(
+        await store.get_history(usual.run_id)
+    )
+    for table in ("executions", "tasks", "timers"):
+        assert await _rows(store, table, fused.run_id) == await _rows(store, table, usual.run_id), (
+            table
+        )
+    assert [r["kind"] for r in await _rows(store, "tasks", fused.run_id)] == ["activity"]
+    assert len(await _rows(store, "timers", fused.run_id)) == 2
+    # The id's run is running: use_existing returns it, and the task ahead is not recorded.
+    again = FirstTask(new_run_id(), clock(), completion)
+    kept = await store.start_workflow(
+        request("b", id_conflict_policy=IdConflictPolicy.USE_EXISTING), again
+    )
+    assert (kept.run_id, kept.started, kept.completion) == (fused.run_id, False, None)
+    assert len(await store.get_history(fused.run_id)) == 4
+    assert await _rows(store, "executions", again.run_id) == []
 
 
 async def test_run_outcome_reads_the_status_and_then_the_result_or_failure(store: Store) -> None:

@@ -20,6 +20,7 @@ from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
+    FirstTask,
     FlowLimit,
     NamespaceSettings,
     QueryOutcome,
@@ -41,6 +42,7 @@ class SqlStore:
     """Base of the SQL stores: the protocol's methods as operations passed to ``_call``."""
 
     url: str
+    fuses_first_task = False
     _notifier: Notifier
 
     def now(self) -> float:
@@ -63,8 +65,10 @@ class SqlStore:
 
     # -- starting and external requests ----------------------------------------------------------
 
-    async def start_workflow(self, req: StartRequest) -> StartResult:
-        return await self._call(ops.start_workflow, req)
+    async def start_workflow(
+        self, req: StartRequest, first_task: FirstTask | None = None
+    ) -> StartResult:
+        return await self._call(ops.start_workflow, req, first_task)
 
     async def signal_workflow(
         self,

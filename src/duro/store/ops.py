@@ -47,6 +47,7 @@ from duro.store.protocol import (
     ActivityTaskLease,
     CompletionResult,
     ExecutionInfo,
+    FirstTask,
     FlowLimit,
     NamespaceSettings,
     PendingActivityInfo,
@@ -84,12 +85,13 @@ from duro.store.tx import (
 from duro.visibility import FIELDS, And, Compare, Condition, Not, Or, Query, QuerySyntaxError
 
 
-def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
+def start_workflow(tx: Tx, req: StartRequest, first: FirstTask | None = None) -> StartResult:
     """Start a run (per the id policies), then deliver ``req.signal`` / queue ``req.update``.
 
-    One transaction: with signal-with-start the run never exists without its signal.
+    One transaction: with signal-with-start the run never exists without its signal. With
+    ``first`` (a fused start), the run's first task completes in it too.
     """
-    result = _start(tx, req)
+    result = _start(tx, req, first)
     # A repeated request was applied before, its signal with it. (An update is deduplicated
     # by its own id, and the caller needs its request to wait on.)
     if req.signal is not None and not result.repeated:
@@ -104,7 +106,7 @@ def start_workflow(tx: Tx, req: StartRequest) -> StartResult:
     return result
 
 
-def _start(tx: Tx, req: StartRequest) -> StartResult:
+def _start(tx: Tx, req: StartRequest, first: FirstTask | None = None) -> StartResult:
     conn, now = tx.conn, tx.now
     if req.request_id:
         row = conn.execute(
@@ -140,7 +142,14 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
                 tx, current, request_rules.terminate(current, "terminated by a new start", now)
             )
         conn.execute("UPDATE executions SET is_current = 0 WHERE run_id = ?", (current.run_id,))
-    run_id = new_run_id()
+    # A fused start: the worker ran the task on a first event of this id and time, so the
+    # start writes exactly that (a signal or update with the start is for the task to see).
+    fused = first if req.signal is None and req.update is None else None
+    if fused is not None:
+        run_id, now = fused.run_id, fused.time
+        tx.now = now
+    else:
+        run_id = new_run_id()
     admitted = True
     if req.concurrency_key is not None:
         limit = key_limit(tx, req.namespace, req.workflow_type)
@@ -163,19 +172,24 @@ def _start(tx: Tx, req: StartRequest) -> StartResult:
         concurrency_key=req.concurrency_key,
         admitted=admitted,
     )
+    started = start_rules.start_workflow(req, run_id, now)
     claims = None
-    if req.eager_worker_id and admitted and req.signal is None and req.update is None:
-        claims = Claims(
-            worker_id=req.eager_worker_id, workflow_task=True, build_id=req.eager_build_id
-        )
-    apply_transition(tx, run, start_rules.start_workflow(req, run_id, now), claims)
+    done = None
+    if fused is not None and admitted:
+        done = _complete_task(tx, run, fused.completion, woken_by=started)
+    else:
+        if req.eager_worker_id and admitted and req.signal is None and req.update is None:
+            claims = Claims(
+                worker_id=req.eager_worker_id, workflow_task=True, build_id=req.eager_build_id
+            )
+        apply_transition(tx, run, started, claims)
     if req.request_id:
         conn.execute(
             "INSERT INTO requests (namespace, request_id, run_id, created) VALUES (?, ?, ?, ?)",
             (req.namespace, f"start:{req.request_id}", run_id, now),
         )
     lease = claims.workflow_lease if claims is not None else None
-    return StartResult(run_id=run_id, started=True, workflow_lease=lease)
+    return StartResult(run_id=run_id, started=True, workflow_lease=lease, completion=done)
 
 
 def signal_workflow(
@@ -363,8 +377,9 @@ def _complete_task(
 ) -> CompletionResult:
     """Append a workflow task's completion and carry out its commands.
 
-    ``woken_by``: the input that woke the task, not yet written (the fused path); its events
-    go first and its activity task is deleted, in the same single update of the run.
+    ``woken_by``: what woke the task, not yet written (the fused paths: an activity's result,
+    or the run's start); its events go first, its activity task is deleted and its timers and
+    search attributes are set, in the same single update of the run.
     """
     first = run.next_event_id
     t = wt_rules.complete_workflow_task(
@@ -381,6 +396,8 @@ def _complete_task(
     if woken_by is not None:
         t.append[:0] = woken_by.append
         t.delete_activities[:0] = woken_by.delete_activities
+        t.start_timers[:0] = woken_by.start_timers
+        t.search_attributes = {**woken_by.search_attributes, **t.search_attributes}
     if tx.unlocked is not None and _build_change(run, completion) is not None:
         raise NeedsLocks()
     claims = Claims(

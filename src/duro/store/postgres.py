@@ -88,7 +88,7 @@ _LIVENESS_OPS = frozenset({"heartbeat_worker"})
 _UNLOCKED_OPS: dict[str, Callable[[tuple[Any, ...]], bool]] = {
     "complete_activity_and_task": lambda args: ops.may_fit_one_statement(args[3]),
     "complete_workflow_task": lambda args: ops.may_fit_one_statement(args[1]),
-    "start_workflow": lambda args: ops.may_start_in_one_statement(args[0]),
+    "start_workflow": lambda args: args[1] is None and ops.may_start_in_one_statement(args[0]),
 }
 """Operations tried first without a transaction, their writes as one statement (``Unlocked``),
 when their arguments allow it."""

@@ -102,6 +102,18 @@ class ActivityStep:
 
 
 @dataclass(slots=True)
+class FirstTask:
+    """A run's first workflow task, run by a worker of the starting process before the start
+    (fused start): the store writes the start and this task's completion in one transaction."""
+
+    run_id: str
+    """The run's id, drawn by the worker (its first event names it)."""
+    time: float
+    """The start's time (store clock): the first event's, and the task's ``workflow.now()``."""
+    completion: WorkflowTaskCompletion
+
+
+@dataclass(slots=True)
 class StartResult:
     run_id: str
     started: bool
@@ -112,6 +124,8 @@ class StartResult:
     """The request id was seen before: nothing was done (the first request's signal, too)."""
     workflow_lease: WorkflowTaskLease | None = None
     """Eager start: the run's first workflow task, leased to ``StartRequest.eager_worker_id``."""
+    completion: CompletionResult | None = None
+    """Fused start: the first task's completion, written with the start (``FirstTask``)."""
 
 
 @dataclass(slots=True)
@@ -252,6 +266,9 @@ class Store(Protocol):
     """The persistence boundary. Implementations: ``duro.store.sqlite.SQLiteStore``."""
 
     url: str
+    fuses_first_task: bool
+    """Whether ``start_workflow`` should be given the first task, run ahead (``FirstTask``):
+    True where one transaction with both costs less than two (SQLite's group commit)."""
 
     def now(self) -> float: ...
 
@@ -265,7 +282,14 @@ class Store(Protocol):
     ) -> None: ...
 
     # -- starting and external requests ----------------------------------------------------------
-    async def start_workflow(self, req: StartRequest) -> StartResult: ...
+    async def start_workflow(
+        self, req: StartRequest, first_task: FirstTask | None = None
+    ) -> StartResult:
+        """Start a run per the id policies. With ``first_task``, a run started by this call
+        also records that task's completion; a run not started (an existing one returned)
+        ignores it, and so does a start that cannot hand its task over (``started`` without
+        ``completion``)."""
+        ...
 
     async def signal_workflow(
         self,

@@ -308,6 +308,10 @@ class _Checkpointer(threading.Thread):
 class SQLiteStore(SqlStore):
     """The embedded default store. Open with ``await SQLiteStore.open("sqlite:///duro.db")``."""
 
+    fuses_first_task = True
+    """A start and its first task in one transaction: one commit of the group instead of two,
+    and no task row written only to be deleted."""
+
     def __init__(
         self,
         path: str,
