@@ -69,13 +69,14 @@ async def test_without_a_cache_every_task_replays_and_the_result_is_the_same(
     client: Client,
 ) -> None:
     async with Worker(
-        client, workflows=[count_to], activities=[add], max_cached_workflows=1
+        client, workflows=[nap_twice], activities=[nap], max_cached_workflows=1
     ) as worker:
+        # Activities that wait, so the runs' steps interleave and each evicts the others.
         results = await asyncio.gather(
-            *(client.execute_workflow(count_to, 10, id=wid()) for _ in range(5))
+            *(client.execute_workflow(nap_twice, 0.02, id=wid()) for _ in range(5))
         )
         stats = worker.statistics()
-    assert results == [45] * 5
+    assert results == [0.04] * 5
     assert stats.cache_misses > 5  # runs evicted each other and were replayed
 
 
@@ -580,15 +581,17 @@ async def test_an_eager_start_that_finds_the_id_running_frees_what_it_reserved(
     """The task run ahead belongs to a run that is never started: the start raises (or
     returns the running run), nothing of the task is written and the worker's slots are
     free again. A run that ends in its first task closes with its start."""
-    async with Worker(client, workflows=[count_to, returns_at_once], activities=[add]) as w:
-        handle = await client.start_workflow(count_to, 3, id="taken")
+    async with Worker(client, workflows=[CountsThenWaits, returns_at_once], activities=[add]) as w:
+        taken = wid()
+        handle = await client.start_workflow(CountsThenWaits.run, 3, id=taken)
         with pytest.raises(WorkflowAlreadyStartedError):
-            await client.start_workflow(count_to, 3, id="taken")
+            await client.start_workflow(CountsThenWaits.run, 3, id=taken)
         same = await client.start_workflow(
-            count_to, 3, id="taken", id_conflict_policy=IdConflictPolicy.USE_EXISTING
+            CountsThenWaits.run, 3, id=taken, id_conflict_policy=IdConflictPolicy.USE_EXISTING
         )
         assert same.run_id == handle.run_id
-        assert await handle.result(timeout=10) == 3
+        await handle.signal(CountsThenWaits.hear, "done")
+        assert await handle.result(timeout=10) == [[0, 1, 2], ["done"]]
         quick = await client.start_workflow(
             returns_at_once, 21, id=wid(), run_timeout=timedelta(minutes=1)
         )
@@ -606,6 +609,61 @@ async def test_an_eager_start_that_finds_the_id_running_frees_what_it_reserved(
         EventType.WORKFLOW_EXECUTION_COMPLETED,
     ]
     assert (await quick.describe()).status == RunStatus.COMPLETED
+
+
+CANCELS: list[str] = []
+
+
+@activity.defn(heartbeat_timeout=timedelta(seconds=5))
+async def waits_for_cancel(tag: str) -> str:
+    try:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        CANCELS.append(tag)
+        raise
+
+
+@workflow.defn
+async def adds_then_gives_up() -> list[int]:
+    first = await add(1, 1)
+    try:  # leased by the step above: it runs next in the task that ran add
+        await asyncio.wait_for(workflow.execute_activity(waits_for_cancel, "chained"), 0.2)
+    except TimeoutError:
+        pass
+    return [first, await add(2, 2)]
+
+
+async def test_the_steps_of_a_cached_run_run_in_one_task(client: Client) -> None:
+    """An activity that a step leases to this worker runs next in the task that recorded the
+    result (no new task per attempt); a cancellation that reaches such an activity through
+    its heartbeats cancels it alone, and the worker ends with no task left over."""
+    CANCELS.clear()
+    spawned = 0
+    async with Worker(
+        client, workflows=[count_to, adds_then_gives_up], activities=[add, waits_for_cancel]
+    ) as worker:
+        spawn = worker._spawn_activity
+
+        def counting(lease: Any) -> None:
+            nonlocal spawned
+            spawned += 1
+            spawn(lease)
+
+        worker._spawn_activity = counting  # type: ignore[method-assign]
+        assert await client.execute_workflow(count_to, 10, id=wid()) == 45
+        assert (spawned, worker.statistics().fused_steps) == (1, 10)
+        assert await client.execute_workflow(adds_then_gives_up, id=wid()) == [2, 4]
+        for _ in range(200):  # its next heartbeat learns of the cancellation
+            if CANCELS:
+                break
+            await asyncio.sleep(0.02)
+        assert CANCELS == ["chained"]
+        stats = worker.statistics()
+    assert (stats.activities_in_flight, worker._activity_tasks) == (0, {})
+    assert spawned == 3  # count_to's first; adds_then_gives_up's first, and its last (after
+    # the cancellation, which the run's task, not a result, reacted to)
 
 
 @activity.defn

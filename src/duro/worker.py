@@ -769,11 +769,12 @@ class Worker:
         return reserved
 
     def _task_completed(
-        self, run_id: str, inst: WorkflowInstance, result: CompletionResult
-    ) -> None:
-        """The store took a task's commands: cache the instance, run the activities it got."""
+        self, run_id: str, inst: WorkflowInstance, result: CompletionResult, *, keep: bool = False
+    ) -> ActivityTaskLease | None:
+        """The store took a task's commands: cache the instance, run the activities it got.
+        ``keep``: return the first of them for the caller's task to run next, spawn the rest."""
         if not result.accepted:
-            return
+            return None
         self._stats["wt_completed"] += 1
         inst.last_event_id = result.last_event_id
         inst.stored_history_size = result.history_size
@@ -782,8 +783,11 @@ class Worker:
         )
         if not inst.closed and not sleeping:
             self._cache.put(run_id, inst)
-        for activity_lease in result.activity_leases:
+        leases = result.activity_leases
+        kept = leases[0] if keep and leases else None
+        for activity_lease in leases[1:] if kept is not None else leases:
             self._spawn_activity(activity_lease)
+        return kept
 
     async def _fail_workflow_task(self, lease: WorkflowTaskLease, error: BaseException) -> None:
         self._stats["wt_failed"] += 1
@@ -830,9 +834,23 @@ class Worker:
 
     def _spawn_activity(self, lease: ActivityTaskLease) -> None:
         self._act_in_flight += 1
-        task = asyncio.create_task(self._activity(lease))
+        running = [lease.task_id]  # the attempt the task runs now (it may run a chain of them)
+        task = asyncio.create_task(self._activities_from(lease, running))
         self._activity_tasks[lease.task_id] = task
-        task.add_done_callback(lambda t: self._activity_done(lease.task_id, t))
+        task.add_done_callback(lambda t: self._activity_done(running[0], t))
+
+    async def _activities_from(self, lease: ActivityTaskLease, running: list[int]) -> None:
+        """Run an attempt, then the activity its result's step leased here, and so on: a
+        sequence of steps runs in one task (and one slot), not a new task per attempt."""
+        task = self._activity_tasks[lease.task_id]
+        following: ActivityTaskLease | None = lease
+        while following is not None:
+            current = following
+            following = await self._activity(current)
+            if following is not None:
+                del self._activity_tasks[current.task_id]
+                self._activity_tasks[following.task_id] = task
+                running[0] = following.task_id
 
     def _release_slots(self, reserved: int) -> None:
         self._act_reserved -= reserved
@@ -845,7 +863,9 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             logger.error("activity runner crashed", exc_info=task.exception())
 
-    async def _activity(self, lease: ActivityTaskLease) -> None:
+    async def _activity(self, lease: ActivityTaskLease) -> ActivityTaskLease | None:
+        """Run one attempt and record its outcome; the next attempt to run in this task (an
+        activity that the step woken by this result leased to this worker), if any."""
         store = self.store
         adefn = self._activities.get(lease.activity_type)
         outcome_ok = False
@@ -880,7 +900,7 @@ class Worker:
             except StoreError as e:
                 logger.warning("detaching asynchronously completed activity failed: %s", e)
             self._stats["act_async"] += 1
-            return
+            return None
         except asyncio.CancelledError:
             if self._stopping.is_set() and not heartbeats.cancelled:
                 raise  # shutdown: the lease is released and the attempt retried elsewhere
@@ -893,30 +913,37 @@ class Worker:
         finally:
             heartbeats.stop()
         if cancelled and heartbeats.cancelled:
-            return  # the task is gone (workflow cancelled it or the lease moved): nothing to report
+            return None  # the task is gone (workflow cancelled it or the lease moved)
         cached = lease.run_id in self._cache and not self._stopping.is_set()
-        if cached and outcome_ok and await self._advance_on_result(lease, value):
-            return
+        if cached and outcome_ok:
+            recorded, following = await self._advance_on_result(lease, value)
+            if recorded:
+                return following
         eager = self.worker_id if cached and lease.run_id in self._cache else None
         wt = await self._record_outcome(lease, outcome_ok, value, eager)
         if wt is not None:
             self._spawn_workflow_task(wt)
+        return None
 
-    async def _advance_on_result(self, lease: ActivityTaskLease, value: Any) -> bool:
+    async def _advance_on_result(
+        self, lease: ActivityTaskLease, value: Any
+    ) -> tuple[bool, ActivityTaskLease | None]:
         """Run the cached run's code on an activity result, then record both in one transaction.
 
         The usual path takes two: the result (which hands this worker the task it wakes), then
         that task's completion. Here the worker runs the task first, on the event the store
         is about to write, and the store checks that nothing else reached the run meanwhile;
         if something did, it records the result alone and hands over the task as usual, and the
-        instance, which ran ahead, is dropped. False: nothing was recorded, take the usual path.
+        instance, which ran ahead, is dropped. Returns whether it was recorded (if not, take
+        the usual path) and an activity the step leased here, for the caller to run next.
         """
         run_id = lease.run_id
         wt: WorkflowTaskLease | None = None
+        following: ActivityTaskLease | None = None
         async with self._run_lock(run_id):
             inst = self._cache.pop(run_id)
             if inst is None:
-                return False  # a task of this run took it meanwhile
+                return False, None  # a task of this run took it meanwhile
             seen = inst.last_event_id
             # The code gets a decoded copy, as from the store: what it does to its result must
             # not change what is recorded (the store encodes ``value`` after the code ran).
@@ -929,7 +956,7 @@ class Worker:
             except (Exception, SystemExit, KeyboardInterrupt):
                 # The task fails: let the usual path record the result and run the task again
                 # from history, where the failure is handled (and retried) as for any task.
-                return False
+                return False, None
             self._stats["cache_hit"] += 1
             completion = self._completion(inst, commands, now, size)
             reserved = completion.eager_activities
@@ -939,24 +966,24 @@ class Worker:
                 )
             except LeaseLostError:
                 _log_rejected(lease)
-                return True
+                return True, None
             except Exception as e:
                 # Maybe recorded (a connection lost during the commit), or a bug: the usual path
                 # records the result, fenced by the lease; the instance ran ahead and is dropped.
                 logger.warning("recording the result of run %s's activity failed: %s", run_id, e)
-                return False
+                return False, None
             finally:
                 if reserved:
                     self._release_slots(reserved)
             self._stats["act_completed"] += 1
             if step.completion is not None:
                 self._stats["fused"] += 1
-                self._task_completed(run_id, inst, step.completion)
+                following = self._task_completed(run_id, inst, step.completion, keep=True)
             else:
                 wt = step.workflow_lease
         if wt is not None:
             self._spawn_workflow_task(wt)
-        return True
+        return True, following
 
     async def _record_outcome(
         self, lease: ActivityTaskLease, ok: bool, value: Any, eager: str | None
@@ -1012,21 +1039,17 @@ class Worker:
         token = activity_api._current.set(actx)
         try:
             if adefn.is_async:
-                task = asyncio.ensure_future(adefn.fn(*args))
-                heartbeats.task = task
-                # Awaiting the task itself (a timeout cancels it through this await) costs one
-                # loop turn and one future less per attempt than asyncio.wait_for in 3.11.
+                # The activity runs in this task (no task of its own: one loop turn less per
+                # attempt); the deadline, or a cancellation the heartbeats learn of, cancels it.
+                heartbeats.task = asyncio.current_task()
+                deadline = asyncio.timeout(max(0.0, remaining))
                 try:
-                    async with asyncio.timeout(max(0.0, remaining)):
-                        return await task
+                    async with deadline:
+                        return await adefn.fn(*args)
                 except TimeoutError:
-                    if task.cancelled():
+                    if deadline.expired():
                         raise ActivityTimeoutError("start_to_close") from None
-                    if task.done():
-                        # It ended on its own (a result, or its own TimeoutError) just as the
-                        # deadline passed: its outcome stands, as with asyncio.wait_for.
-                        return task.result()
-                    raise
+                    raise  # the activity's own TimeoutError
             ctx = contextvars.copy_context()
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._executor, ctx.run, adefn.fn, *args)
@@ -1089,7 +1112,8 @@ class _Heartbeats:
                     continue
                 if not alive:
                     self.cancelled = True
-                    if self.task is not None and not self.task.done():
+                    # Not once the attempt ended: its task may be running the next one.
+                    if self.task is not None and not self._stopped and not self.task.done():
                         self.task.cancel()
                     return
         finally:
