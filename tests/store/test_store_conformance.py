@@ -738,3 +738,50 @@ async def test_a_sqlite_batch_that_fails_outside_its_operations_fails_its_caller
         assert (await store.describe(NS, "wf")).status == RunStatus.RUNNING
     finally:
         await store.close()
+
+
+async def test_a_sqlite_commit_waits_for_the_operations_of_callbacks_already_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: an operation submitted while other callbacks are ready (steps of other
+    runs) commits with the operations those submit, a few loop turns later at most; alone,
+    it commits at the next turn. Closing the store commits what is pending at once."""
+    from duro.store import sqlite as sqlite_store
+
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.start()
+    batches: list[int] = []
+    execute = sqlite_store._execute_batch
+
+    def counting(store_: SQLiteStore, conn: sqlite3.Connection, batch: list, facts: object):  # type: ignore[no-untyped-def, type-arg]
+        batches.append(len(batch))
+        return execute(store_, conn, batch, facts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_store, "_execute_batch", counting)
+    loop = asyncio.get_running_loop()
+    try:
+        starts: list[asyncio.Future[object]] = []
+
+        def start_in(turns: int, wid: str) -> None:
+            """Submit a start ``turns`` loop turns from now."""
+            if turns:
+                loop.call_soon(start_in, turns - 1, wid)
+            else:
+                starts.append(asyncio.ensure_future(start(store, wid)))
+
+        start_in(0, "a")
+        start_in(3, "b")  # three turns later: still in the first one's commit
+        while len(starts) < 2:
+            await asyncio.sleep(0)
+        await asyncio.gather(*starts)
+        assert batches == [2]
+        batches.clear()
+        await start(store, "c")  # nothing else ready: committed at once, alone
+        assert batches == [1]
+        batches.clear()
+        late = [asyncio.ensure_future(start(store, f"late-{i}")) for i in range(3)]
+        await asyncio.sleep(0)  # submitted; the commit is waiting for the loop to go idle
+        await store.close()
+        assert batches == [3] and all(f.done() and f.exception() is None for f in late)
+    finally:
+        await store.close()

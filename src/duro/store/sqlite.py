@@ -201,6 +201,14 @@ class _Facts:
             self.store._notifier.notify_all()
 
 
+_MAX_DEFERRALS = 8
+"""Loop turns a commit waits at most for other ready callbacks (``_LoopRunner._flush``). In
+the compare fan-out (300 x 5 steps, starts one after another) this took batches from 1.75 to
+3.4 operations; beyond 8 they grew no more."""
+_MAX_BATCH = 256
+"""Operations that make a batch big enough to commit without waiting longer."""
+
+
 class _LoopRunner:
     """Runs the store's operations on the event loop thread, one transaction per loop turn."""
 
@@ -210,6 +218,7 @@ class _LoopRunner:
         self.loop = asyncio.get_running_loop()
         self.pending: list[_Item] = []
         self.scheduled = False
+        self.deferred = 0
         self.busy_retries = 0
         self.watch_interval = watch_interval
         self.closed = False
@@ -223,6 +232,18 @@ class _LoopRunner:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Commit the pending operations; first, while the loop has other callbacks ready
+        (steps of other runs, about to submit theirs), let those run, for a few turns at most,
+        so that one commit takes them all. An idle loop commits at once."""
+        ready = getattr(self.loop, "_ready", None)  # asyncio's loop; others commit at once
+        if ready and self.deferred < _MAX_DEFERRALS and len(self.pending) < _MAX_BATCH:
+            self.deferred += 1
+            self.loop.call_soon(self._flush)
+            return
+        self._commit()
+
+    def _commit(self) -> None:
+        self.deferred = 0
         self.scheduled = False
         # An operation whose caller was cancelled (a poll at shutdown) is not run at all.
         batch = [item for item in self.pending if not item[2].cancelled()]
@@ -256,7 +277,7 @@ class _LoopRunner:
         self.closed = True
         self._watch_handle.cancel()
         if self.pending:
-            self._flush()
+            self._commit()
         self.conn.close()
 
 
