@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -664,6 +665,31 @@ async def test_the_steps_of_a_cached_run_run_in_one_task(client: Client) -> None
     assert (stats.activities_in_flight, worker._activity_tasks) == (0, {})
     assert spawned == 3  # count_to's first; adds_then_gives_up's first, and its last (after
     # the cancellation, which the run's task, not a result, reacted to)
+
+
+TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("TRACE", default="")
+
+
+@activity.defn
+async def tags_its_context(tag: str) -> str:
+    seen = TRACE.get()
+    TRACE.set(tag)  # left set on purpose: must not reach the next attempt
+    return seen
+
+
+@workflow.defn
+async def tags_twice() -> list[str]:
+    return [await tags_its_context("first"), await tags_its_context("second")]
+
+
+async def test_what_an_activity_sets_in_its_context_stays_with_its_attempt(
+    client: Client,
+) -> None:
+    """The second activity runs next in the task that ran the first (its step leased it
+    here), but each attempt runs in its own copy of the context, as in a task of its own."""
+    async with Worker(client, workflows=[tags_twice], activities=[tags_its_context]) as worker:
+        assert await client.execute_workflow(tags_twice, id=wid()) == ["", ""]
+        assert worker.statistics().fused_steps == 2
 
 
 @activity.defn
