@@ -210,7 +210,8 @@ _MAX_BATCH = 256
 
 
 class _LoopRunner:
-    """Runs the store's operations on the event loop thread, one transaction per loop turn."""
+    """Runs the store's operations on the event loop thread: those queued while the loop is
+    busy (a few turns at most) share one transaction."""
 
     def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, watch_interval: float):
         self.store = store
