@@ -602,7 +602,14 @@ def check_executions(
         else:
             w = workers[final[0].pid]
             if w.dead_at is not None and w.dead_at < recorded_at:
-                problems.append(f"{what}: recorded after its worker {w.number} was dead")
+                # Seen once (PostgreSQL, not reproduced): the times, to tell a clock from a writer.
+                since_kill = recorded_at - (w.killed_at or w.dead_at)
+                ended = (final[0].end or 0.0) - (w.killed_at or w.dead_at)
+                problems.append(
+                    f"{what}: recorded after its worker {w.number} was dead (event time "
+                    f"{recorded_at - w.dead_at:+.6f} s after it exited, {since_kill:+.6f} s "
+                    f"after the SIGKILL; the attempt ended {ended:+.6f} s after the SIGKILL)"
+                )
         for x in execs:
             if x.attempt == attempt:
                 continue
