@@ -663,8 +663,9 @@ async def test_the_steps_of_a_cached_run_run_in_one_task(client: Client) -> None
         assert CANCELS == ["chained"]
         stats = worker.statistics()
     assert (stats.activities_in_flight, worker._activity_tasks) == (0, {})
-    assert spawned == 3  # count_to's first; adds_then_gives_up's first, and its last (after
-    # the cancellation, which the run's task, not a result, reacted to)
+    # Spawned: count_to's first activity; adds_then_gives_up's first, and its last (scheduled
+    # by the task that the cancellation woke, not by a result).
+    assert spawned == 3
 
 
 TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("TRACE", default="")

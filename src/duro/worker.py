@@ -1118,7 +1118,7 @@ class _Heartbeats:
                     continue
                 if not alive:
                     self.cancelled = True
-                    if self.task is not None and not self._stopped and not self.task.done():
+                    if self.task is not None and not self.task.done():
                         self.task.cancel()
                     return
         finally:

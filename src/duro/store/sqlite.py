@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sized
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,6 +217,8 @@ class _LoopRunner:
         self.store = store
         self.conn = conn
         self.loop = asyncio.get_running_loop()
+        self.ready: Sized | None = getattr(self.loop, "_ready", None)
+        """asyncio's queue of ready callbacks (another loop has none: it commits at once)."""
         self.pending: list[_Item] = []
         self.scheduled = False
         self.deferred = 0
@@ -236,7 +238,7 @@ class _LoopRunner:
         """Commit the pending operations; first, while the loop has other callbacks ready
         (steps of other runs, about to submit theirs), let those run, for a few turns at most,
         so that one commit takes them all. An idle loop commits at once."""
-        ready = getattr(self.loop, "_ready", None)  # asyncio's loop; others commit at once
+        ready = self.ready
         if ready and self.deferred < _MAX_DEFERRALS and len(self.pending) < _MAX_BATCH:
             self.deferred += 1
             self.loop.call_soon(self._flush)
